@@ -1,0 +1,43 @@
+"""grokscope: train tiny transformers across the grok and look inside every checkpoint.
+
+The path through the package follows the work: task -> model -> train -> checkpoints ->
+analyses -> report. Public API (imported lazily, so `grokscope --help` stays fast):
+
+    grokscope.preset(name) -> RunConfig
+    grokscope.train(config, out_dir) -> Run
+    grokscope.load_run(path) -> Run
+    grokscope.build_model(model_cfg, d_vocab, d_vocab_out, n_ctx) -> HookedTransformer
+    grokscope.param_count(model) -> int
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RunConfig": "grokscope.config",
+    "TaskConfig": "grokscope.config",
+    "ModelConfig": "grokscope.config",
+    "TrainConfig": "grokscope.config",
+    "ConfigError": "grokscope.config",
+    "preset": "grokscope.config",
+    "PRESETS": "grokscope.config",
+    "make_task": "grokscope.tasks",
+    "build_model": "grokscope.model",
+    "build_model_for_task": "grokscope.model",
+    "param_count": "grokscope.model",
+    "train": "grokscope.train",
+    "Run": "grokscope.run",
+    "load_run": "grokscope.run",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'grokscope' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""Dense checkpoints: the save schedule, atomic safetensors writes, and resume state.
+
+Weights are saved as the model's state_dict in safetensors (no pickles). Every write goes
+to a temporary file in the same folder and is renamed into place, so a killed run never
+leaves a half-written file under a real name. (No fsync: a killed process loses nothing
+the kernel already holds, and fsync on every one of ~250 checkpoints cost seconds.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from grokscope.constants import CHECKPOINTS_DIRNAME, checkpoint_filename, step_from_filename
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or corrupt; the message names the file."""
+
+
+def checkpoint_schedule(epochs: int, n_checkpoints: int = 250, n_log: int = 50) -> list[int]:
+    """Steps to save: log-spaced early (to catch memorisation), evenly spaced after.
+
+    `n_checkpoints - n_log` evenly spaced steps cover [0, epochs]; `n_log` log-spaced steps
+    fill the first even gap. Duplicates after rounding are dropped; 0 and `epochs` are
+    always included. Runs shorter than the budget save every step.
+    """
+    if epochs + 1 <= n_checkpoints:
+        return list(range(epochs + 1))
+    n_linear = max(n_checkpoints - n_log, 1)
+    linear = np.linspace(0, epochs, n_linear + 1)
+    gap = epochs / n_linear
+    log = np.geomspace(1, gap, n_log) if n_log > 0 and gap > 1 else np.array([])
+    steps = {int(round(s)) for s in np.concatenate([linear, log])}
+    return sorted(steps | {0, epochs})
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to `path` via a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors atomically (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+        save_file(clean, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """Load a safetensors file; a missing, truncated or corrupt file raises CheckpointError."""
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"missing checkpoint file: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"corrupt or truncated checkpoint file: {path} ({e})") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"corrupt or truncated checkpoint file: {path} ({e})") from None
+
+
+def save_weights(run_dir: Path, step: int, model: torch.nn.Module) -> Path:
+    """Save a model's state_dict as checkpoints/step_XXXXXXXX.safetensors."""
+    path = Path(run_dir) / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
+    atomic_save_tensors(path, model.state_dict(), metadata={"step": str(step)})
+    return path
+
+
+def saved_steps(run_dir: Path) -> list[int]:
+    """Steps with a weights file in the run's checkpoints folder, ascending."""
+    folder = Path(run_dir) / CHECKPOINTS_DIRNAME
+    if not folder.is_dir():
+        return []
+    steps = (step_from_filename(p.name) for p in folder.iterdir())
+    return sorted(s for s in steps if s is not None)
+
+
+# --- resume state ---------------------------------------------------------------------
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
+    """Flatten an optimizer state_dict into named tensors plus a JSON string of the rest."""
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, float]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: str) -> None:
+    """Inverse of `optimizer_to_tensors`: load the state back into `opt`."""
+    info = json.loads(meta)
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, extra in info["scalars"].items():
+        state.setdefault(int(idx), {}).update(extra)
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})

@@ -1,0 +1,114 @@
+"""The `grokscope` command line: train, analyze, verify, sweep.
+
+Heavy imports (torch, transformer_lens) happen inside the commands, so `--help` and
+bad-input errors return at once. User errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from grokscope.config import FIELD_HELP, PRESETS, ConfigError, RunConfig, flat_fields, preset
+
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with code 2."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _field_options(func):
+    """Add one --flag per flat config field (default None = keep the preset's value)."""
+    for name, (section, f) in reversed(list(flat_fields().items())):
+        flag = "--" + name.replace("_", "-")
+        if f.type in ("bool", bool):
+            decl = f"{flag}/--no-{name.replace('_', '-')}"
+            func = click.option(decl, name, default=None, help=f"[{section}] {FIELD_HELP.get(name, '')}")(func)
+        else:
+            py_type = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            func = click.option(flag, name, type=py_type, default=None, help=f"[{section}] {FIELD_HELP.get(name, '')}")(func)
+    return func
+
+
+def config_from_flags(preset_name: str | None, overrides: dict) -> RunConfig:
+    """A preset (or the defaults) with every flag that was given applied."""
+    cfg = preset(preset_name) if preset_name else RunConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(**given).validate()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="grokscope")
+def main() -> None:
+    """grokscope: train tiny transformers until they grok, then look inside every checkpoint.
+
+    \b
+    Typical use:
+      grokscope train --preset modular-d7 --out checkpoints/my-run
+      grokscope analyze checkpoints/my-run      # writes checkpoints/my-run/report.html
+    """
+
+
+@main.command()
+@click.option("--preset", "preset_name", type=str, default=None,
+              help=f"Start from a preset: {', '.join(sorted(PRESETS))}.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Run directory to create (default: checkpoints/<preset>-<time>).")
+@click.option("--resume", "resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the killed or finished-early run in this directory.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out directory.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_field_options
+def train(preset_name, out, resume, force, progress, **fields) -> None:
+    """Train a model, saving dense checkpoints into a run directory.
+
+    Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
+    bool fields take --x/--no-x. One epoch is one optimizer step.
+    """
+    try:
+        if resume is not None:
+            if out is not None and Path(out) != Path(resume):
+                fail("give either --out or --resume RUN_DIR, not both")
+            if preset_name or any(v is not None for v in fields.values()):
+                fail("--resume continues a run with its saved config; drop --preset and field flags")
+            out_dir = resume
+            cfg = None
+        else:
+            cfg = config_from_flags(preset_name, fields)
+            out_dir = out
+        from grokscope.train import train as run_training
+
+        run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
+    except ConfigError as e:
+        fail(str(e))
+    except Exception as e:  # checkpoint corruption etc.: name it in one line
+        from grokscope.checkpoints import CheckpointError
+
+        if isinstance(e, CheckpointError):
+            fail(str(e))
+        raise
+    last = run.metrics.iloc[-1]
+    click.echo(
+        f"{run.path}: {len(run.steps)} checkpoints, step {int(last['step'])}: "
+        f"train_acc {last['train_acc']:.4f}, test_acc {last['test_acc']:.4f}, "
+        f"test_loss {last['test_loss']:.4g}"
+    )
+
+
+@main.command(name="presets")
+def list_presets() -> None:
+    """List the presets and their settings."""
+    for name in sorted(PRESETS):
+        cfg = preset(name)
+        flat = {k: v for sec in (cfg.task, cfg.model, cfg.train) for k, v in dataclasses.asdict(sec).items()}
+        click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in flat.items()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,311 @@
+"""Dataclass configs for a run: what task, which model, how to train.
+
+A `RunConfig` is everything needed to reproduce a run bit for bit on CPU; it is saved as
+`config.json` in the run directory. Field names are flat across the three sections so that
+each one is also a command-line flag (`--d-model 7`, `--weight-decay 0.1`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; its message is one line naming the problem."""
+
+
+MODULAR_OPS = ("add", "sub", "mul", "div", "x2+y2", "x3+xy", "x2+xy+y2", "x2+y")
+TASK_NAMES = ("modular", "addition")
+ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
+NORMALIZATIONS = ("none", "LN")
+LOSSES = ("cross_entropy", "stablemax")
+GRAD_FILTERS = ("none", "ema", "ma")
+LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("cpu", "cuda")
+
+
+def is_prime(n: int) -> bool:
+    """True if n is a prime number."""
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+@dataclass
+class TaskConfig:
+    """The dataset. `modular`: a op b mod p over all pairs; `addition`: n-digit decimal sums."""
+
+    task: str = "modular"
+    op: str = "add"
+    p: int = 113
+    train_frac: float = 0.3
+    split_seed: int = 598
+    # addition only: operand digits and the curriculum "lo-hi:steps,..." over digit counts
+    n_digits: int = 10
+    curriculum: str = "1-3:2000,1-6:5000,1-10:20000"
+
+
+@dataclass
+class ModelConfig:
+    """A HookedTransformer architecture. Vocabulary and context come from the task."""
+
+    n_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    act_fn: str = "relu"
+    normalization: str = "none"
+    tied_embeddings: bool = False
+    biases: bool = True
+    seed: int = 999
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. One epoch is one optimizer step (full batch, or one streamed batch)."""
+
+    epochs: int = 25_000
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 10
+    lr_schedule: str = "constant"
+    min_lr: float = 0.0
+    grad_clip: float = 0.0
+    batch_size: int = 0  # 0 = full batch
+    loss: str = "cross_entropy"
+    grad_filter: str = "none"
+    grokfast_alpha: float = 0.98
+    grokfast_lambda: float = 2.0
+    grokfast_window: int = 100
+    orthograd: bool = False
+    log_every: int = 10
+    n_checkpoints: int = 250
+    n_log_checkpoints: int = 50
+    device: str = "cpu"
+    fast_path: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Task + model + training: one reproducible run."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
+
+    # --- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain-dict form, as written to config.json."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Inverse of `to_dict`; unknown keys raise ConfigError."""
+        sections = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key == "preset":
+                kwargs["preset"] = value
+            elif key in sections:
+                known = {f.name for f in fields(sections[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ConfigError(f"unknown field(s) in config section '{key}': {sorted(unknown)}")
+                kwargs[key] = sections[key](**value)
+            else:
+                raise ConfigError(f"unknown config section '{key}'")
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    # --- flat field access (CLI flags, sweeps) -----------------------------------------
+    def replace(self, **overrides: Any) -> "RunConfig":
+        """A copy with flat fields overridden, e.g. `cfg.replace(d_model=7, lr=2e-2)`."""
+        new = RunConfig.from_dict(self.to_dict())
+        for name, value in overrides.items():
+            section = section_of(name)
+            setattr(getattr(new, section), name, value)
+        return new
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError (one line) for any inconsistent setting; return self."""
+        t, m, tr = self.task, self.model, self.train
+        if t.task not in TASK_NAMES:
+            raise ConfigError(f"unknown task '{t.task}' (choose from {', '.join(TASK_NAMES)})")
+        if t.task == "modular":
+            if t.op not in MODULAR_OPS:
+                raise ConfigError(f"unknown op '{t.op}' (choose from {', '.join(MODULAR_OPS)})")
+            if t.p < 2:
+                raise ConfigError(f"p must be >= 2, got {t.p}")
+            if t.op == "div" and not is_prime(t.p):
+                raise ConfigError(f"op 'div' needs a prime p for modular inverses, got p={t.p}")
+            if not 0.0 < t.train_frac < 1.0:
+                raise ConfigError(f"train_frac must be in (0, 1), got {t.train_frac}")
+        else:
+            if t.n_digits < 1:
+                raise ConfigError(f"n_digits must be >= 1, got {t.n_digits}")
+        if m.n_layers < 1 or m.d_model < 1 or m.n_heads < 1 or m.d_head < 1 or m.d_mlp < 1:
+            raise ConfigError("n_layers, d_model, n_heads, d_head and d_mlp must all be >= 1")
+        if m.n_heads * m.d_head != m.d_model:
+            raise ConfigError(
+                f"inconsistent head sizes: n_heads * d_head = {m.n_heads} * {m.d_head} "
+                f"= {m.n_heads * m.d_head} != d_model = {m.d_model}"
+            )
+        if m.act_fn not in ACT_FNS:
+            raise ConfigError(f"unknown act_fn '{m.act_fn}' (choose from {', '.join(ACT_FNS)})")
+        if m.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"unknown normalization '{m.normalization}' (choose from {', '.join(NORMALIZATIONS)})"
+            )
+        if tr.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {tr.epochs}")
+        if tr.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {tr.lr}")
+        if tr.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {tr.weight_decay}")
+        if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
+            raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
+        if tr.loss not in LOSSES:
+            raise ConfigError(f"unknown loss '{tr.loss}' (choose from {', '.join(LOSSES)})")
+        if tr.grad_filter not in GRAD_FILTERS:
+            raise ConfigError(
+                f"unknown grad_filter '{tr.grad_filter}' (choose from {', '.join(GRAD_FILTERS)})"
+            )
+        if tr.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"unknown lr_schedule '{tr.lr_schedule}' (choose from {', '.join(LR_SCHEDULES)})"
+            )
+        if tr.device not in DEVICES:
+            raise ConfigError(f"unknown device '{tr.device}' (choose from {', '.join(DEVICES)})")
+        if tr.log_every < 1 or tr.n_checkpoints < 1 or tr.n_log_checkpoints < 0:
+            raise ConfigError("log_every and n_checkpoints must be >= 1, n_log_checkpoints >= 0")
+        if tr.batch_size < 0 or tr.warmup_steps < 0 or tr.grokfast_window < 1:
+            raise ConfigError("batch_size and warmup_steps must be >= 0, grokfast_window >= 1")
+        return self
+
+
+SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def flat_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Map every flat field name to (section, dataclass field)."""
+    out: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, klass in SECTIONS.items():
+        for f in fields(klass):
+            out[f.name] = (section, f)
+    return out
+
+
+def section_of(name: str) -> str:
+    """Which section ('task', 'model', 'train') holds the flat field `name`."""
+    table = flat_fields()
+    if name not in table:
+        raise ConfigError(f"unknown config field '{name}'")
+    return table[name][0]
+
+
+# --- presets --------------------------------------------------------------------------
+
+def _nanda() -> RunConfig:
+    # Nanda et al. 2023 mainline: p=113 addition, 30% train, 1 layer, no LayerNorm.
+    return RunConfig(
+        task=TaskConfig(task="modular", op="add", p=113, train_frac=0.3, split_seed=598),
+        model=ModelConfig(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512,
+                          act_fn="relu", normalization="none", seed=999),
+        train=TrainConfig(epochs=25_000, lr=1e-3, weight_decay=1.0, beta1=0.9, beta2=0.98,
+                          warmup_steps=10),
+        preset="nanda",
+    )
+
+
+def _menon_d7() -> RunConfig:
+    # The d_model=7 config a blog post proposed; measured here it does not grok in 20k epochs.
+    return RunConfig(
+        task=TaskConfig(task="modular", op="add", p=97, train_frac=0.3, split_seed=598),
+        model=ModelConfig(n_layers=1, d_model=7, n_heads=1, d_head=7, d_mlp=14,
+                          act_fn="relu", normalization="none", seed=999),
+        train=TrainConfig(epochs=20_000, lr=2e-2, weight_decay=1.0, beta1=0.9, beta2=0.98,
+                          warmup_steps=10),
+        preset="menon-d7",
+    )
+
+
+def _modular_d7() -> RunConfig:
+    # A d_model=7 model that does grok add mod 97 in ~700 epochs: the small reference run.
+    return RunConfig(
+        task=TaskConfig(task="modular", op="add", p=97, train_frac=0.5, split_seed=598),
+        model=ModelConfig(n_layers=1, d_model=7, n_heads=1, d_head=7, d_mlp=28,
+                          act_fn="relu", normalization="none", seed=999),
+        train=TrainConfig(epochs=3_000, lr=2e-2, weight_decay=0.1, beta1=0.9, beta2=0.98,
+                          warmup_steps=10),
+        preset="modular-d7",
+    )
+
+
+PRESETS = {"nanda": _nanda, "menon-d7": _menon_d7, "modular-d7": _modular_d7}
+
+
+def preset(name: str) -> RunConfig:
+    """A fresh copy of a named preset's RunConfig."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(sorted(PRESETS))})")
+    return PRESETS[name]()
+
+
+FIELD_HELP: dict[str, str] = {
+    "task": "modular | addition",
+    "op": f"modular op: {', '.join(MODULAR_OPS)}",
+    "p": "modulus (prime for div)",
+    "train_frac": "fraction of pairs used for training, in (0, 1)",
+    "split_seed": "seed of the train/test split",
+    "n_digits": "addition: operand digits",
+    "curriculum": "addition: 'lo-hi:steps,...' digit-count schedule",
+    "n_layers": "transformer blocks",
+    "d_model": "residual stream width",
+    "n_heads": "attention heads (n_heads * d_head must equal d_model)",
+    "d_head": "width of each head",
+    "d_mlp": "MLP hidden width",
+    "act_fn": f"MLP activation: {', '.join(ACT_FNS)}",
+    "normalization": "none | LN",
+    "tied_embeddings": "unembedding is the embedding transposed (one parameter)",
+    "biases": "biases in attention, MLP and unembedding",
+    "seed": "model initialisation seed",
+    "epochs": "optimizer steps",
+    "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "warmup_steps": "linear warm-up steps",
+    "lr_schedule": "constant | cosine (after warm-up)",
+    "min_lr": "final learning rate of the cosine schedule",
+    "grad_clip": "max gradient norm (0 = off)",
+    "batch_size": "streamed batch size (0 = full batch)",
+    "loss": "cross_entropy | stablemax",
+    "grad_filter": "Grokfast filter: none | ema | ma",
+    "grokfast_alpha": "Grokfast EMA decay",
+    "grokfast_lambda": "Grokfast amplification",
+    "grokfast_window": "Grokfast MA window",
+    "orthograd": "⊥Grad: remove the gradient component along the weights",
+    "log_every": "log metrics every N steps (and at every checkpoint)",
+    "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
+    "n_log_checkpoints": "how many of them are log-spaced early",
+    "device": "cpu | cuda",
+    "fast_path": "use the exact 1-layer answer-position fast path when it applies",
+}

@@ -1,0 +1,38 @@
+"""File and folder names of a run directory, in one place.
+
+A run directory looks like::
+
+    RUN_DIR/
+      config.json              the RunConfig that made the run
+      split.safetensors        train/test indices into the enumerated dataset
+      metrics.jsonl            one JSON object per logged epoch
+      checkpoints/step_000100.safetensors   model state_dict per saved step
+      resume.safetensors       latest optimizer/RNG/filter state (for --resume)
+      analysis/                tables written by `grokscope analyze`
+      report.html              the HTML report
+"""
+
+CONFIG_FILENAME = "config.json"
+SPLIT_FILENAME = "split.safetensors"
+METRICS_FILENAME = "metrics.jsonl"
+CHECKPOINTS_DIRNAME = "checkpoints"
+RESUME_FILENAME = "resume.safetensors"
+ANALYSIS_DIRNAME = "analysis"
+REPORT_FILENAME = "report.html"
+DONE_FILENAME = "DONE"
+
+CHECKPOINT_PREFIX = "step_"
+CHECKPOINT_SUFFIX = ".safetensors"
+
+
+def checkpoint_filename(step: int) -> str:
+    """Name of the weights file for a training step, zero-padded so names sort by step."""
+    return f"{CHECKPOINT_PREFIX}{step:08d}{CHECKPOINT_SUFFIX}"
+
+
+def step_from_filename(name: str) -> int | None:
+    """Inverse of `checkpoint_filename`; None for names that are not checkpoints."""
+    if not (name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)):
+        return None
+    digits = name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None

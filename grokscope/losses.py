@@ -1,0 +1,40 @@
+"""Losses on answer-position logits, computed in float64 as in Nanda et al.
+
+Float32 cross-entropy rounds small losses to exactly zero late in training, which kills the
+gradient signal that drives cleanup (Prieto et al. call this softmax collapse); the paper's
+code upcasts to float64, and so do we.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def cross_entropy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> Tensor:
+    """Mean cross-entropy of softmax(logits) against labels, computed in float64."""
+    logp = logits.to(torch.float64).log_softmax(dim=-1)
+    return -logp.gather(-1, labels[:, None]).mean()
+
+
+def stablemax(x: Tensor) -> Tensor:
+    """StableMax's s(x): x + 1 for x >= 0, 1 / (1 - x) otherwise (Prieto et al. 2025)."""
+    return torch.where(x >= 0, x + 1, 1 / (1 - torch.where(x >= 0, torch.zeros_like(x), x)))
+
+
+def stablemax_cross_entropy(
+    logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]
+) -> Tensor:
+    """Mean -log(s(x_y) / sum_j s(x_j)) with StableMax's s, computed in float64."""
+    s = stablemax(logits.to(torch.float64))
+    logp = s.log() - s.sum(dim=-1, keepdim=True).log()
+    return -logp.gather(-1, labels[:, None]).mean()
+
+
+def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
+    """Fraction of rows whose argmax logit equals the label."""
+    return (logits.argmax(dim=-1) == labels).double().mean().item()
+
+
+LOSS_FNS = {"cross_entropy": cross_entropy, "stablemax": stablemax_cross_entropy}

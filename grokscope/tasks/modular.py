@@ -1,0 +1,143 @@
+"""Modular arithmetic `a op b mod p` in the Power et al. / Nanda et al. format.
+
+Every example is the token sequence `[a, b, =]` with `=` the token id p, so the vocabulary
+has p + 1 tokens and the model answers in Z_p (d_vocab_out = p). The full dataset is
+enumerated in the order a * p + b (for `div`, pairs with b = 0 are left out, since 0 has
+no inverse); a seeded permutation splits it into train and test.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from grokscope.config import ConfigError, TaskConfig, is_prime
+
+
+def modular_inverse(b: int, p: int) -> int:
+    """b^{-1} mod p for prime p and b != 0 (Fermat: b^(p-2))."""
+    return pow(b, p - 2, p)
+
+
+def apply_op(op: str, a: Int[Tensor, "n"], b: Int[Tensor, "n"], p: int) -> Int[Tensor, "n"]:
+    """(a op b) mod p, elementwise, for the ops named in config.MODULAR_OPS."""
+    if op == "add":
+        return (a + b) % p
+    if op == "sub":
+        return (a - b) % p
+    if op == "mul":
+        return (a * b) % p
+    if op == "div":
+        if not is_prime(p):
+            raise ConfigError(f"op 'div' needs a prime p for modular inverses, got p={p}")
+        if bool((b % p == 0).any()):
+            raise ConfigError("op 'div' is undefined for b = 0")
+        inv = torch.tensor([modular_inverse(int(x), p) if x else 0 for x in range(p)])
+        return (a * inv[b % p]) % p
+    if op == "x2+y2":
+        return (a * a + b * b) % p
+    if op == "x3+xy":
+        return (a * a * a + a * b) % p
+    if op == "x2+xy+y2":
+        return (a * a + a * b + b * b) % p
+    if op == "x2+y":
+        return (a * a + b) % p
+    raise ConfigError(f"unknown op '{op}'")
+
+
+def random_split(n: int, train_frac: float, seed: int) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
+    """A seeded random split of range(n): (sorted train indices, sorted test indices)."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    n_train = int(round(train_frac * n))
+    return perm[:n_train].sort().values, perm[n_train:].sort().values
+
+
+class ModularTask:
+    """The enumerated dataset of `a op b mod p` with its train/test split.
+
+    Attributes: `tokens` (n, 3) with rows [a, b, p]; `labels` (n,); `a`, `b`;
+    `train_idx`, `test_idx` index tensors into the enumeration.
+    """
+
+    name = "modular"
+    n_ctx = 3
+
+    def __init__(
+        self,
+        cfg: TaskConfig,
+        train_idx: Int[Tensor, "n_train"] | None = None,
+        test_idx: Int[Tensor, "n_test"] | None = None,
+    ):
+        self.cfg = cfg
+        self.p = p = cfg.p
+        self.op = cfg.op
+        self.eq_token = p
+        self.d_vocab = p + 1
+        self.d_vocab_out = p
+        a = torch.arange(p).repeat_interleave(p)
+        b = torch.arange(p).repeat(p)
+        if cfg.op == "div":
+            keep = b != 0
+            a, b = a[keep], b[keep]
+        self.a, self.b = a, b
+        self.labels: Int[Tensor, "n"] = apply_op(cfg.op, a, b, p)
+        self.tokens: Int[Tensor, "n 3"] = torch.stack([a, b, torch.full_like(a, p)], dim=1)
+        if train_idx is None or test_idx is None:
+            train_idx, test_idx = random_split(len(a), cfg.train_frac, cfg.split_seed)
+        self.train_idx, self.test_idx = train_idx.long(), test_idx.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def pair_index(self) -> Int[Tensor, "n"]:
+        """Each example's position a * p + b on the full p x p grid."""
+        return self.a * self.p + self.b
+
+    def split_tensors(self) -> dict[str, Tensor]:
+        """The split as tensors, for saving with a run."""
+        return {"train_idx": self.train_idx.contiguous(), "test_idx": self.test_idx.contiguous()}
+
+    # --- the interface the trainer uses (shared with the addition task) ----------------
+    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
+        """The full training set every step (full-batch training); cached on the device."""
+        key = str(device)
+        if getattr(self, "_batch_device", None) != key:
+            self._batch = (self.tokens[self.train_idx].to(device), self.labels[self.train_idx].to(device))
+            self._batch_device = key
+        return self._batch
+
+    def answer_logits(self, model, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], fast: bool = True):
+        """(logits at the `=` position, labels); through the 1-layer fast path when it applies."""
+        from grokscope.fastpath import last_position_logits, supports_fast_path
+
+        if fast and supports_fast_path(model):
+            return last_position_logits(model, tokens), labels
+        return model(tokens)[:, -1, :], labels
+
+    @torch.no_grad()
+    def all_logits(self, model, fast: bool = True, batch_size: int = 16_384) -> Tensor:
+        """Answer logits (n, p) for every enumerated example, on the CPU."""
+        device = next(model.parameters()).device
+        chunks = []
+        for i in range(0, len(self), batch_size):
+            toks = self.tokens[i : i + batch_size].to(device)
+            chunks.append(self.answer_logits(model, toks, None, fast)[0].float().cpu())
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def evaluate(self, model, fast: bool = True) -> dict[str, float]:
+        """Loss (float64 cross-entropy) and accuracy on train and test."""
+        from grokscope.losses import accuracy, cross_entropy
+
+        was_training = model.training
+        model.eval()
+        logits = self.all_logits(model, fast)
+        model.train(was_training)
+        out = {}
+        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
+            out[f"{split}_loss"] = cross_entropy(logits[idx], self.labels[idx]).item()
+            out[f"{split}_acc"] = accuracy(logits[idx], self.labels[idx])
+        return out

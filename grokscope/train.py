@@ -1,0 +1,207 @@
+"""The training loop: one readable function, full batch or streamed, resumable, deterministic.
+
+`train(config, out_dir)` builds the task and a HookedTransformer, then runs AdamW for
+`config.train.epochs` optimizer steps. At every step in the checkpoint schedule it writes the
+weights, a metrics line and the resume state (optimizer moments, RNG, grad-filter memory),
+so a run killed at any moment and resumed with `resume=True` ends with exactly the metrics
+and weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from grokscope import checkpoints as ckpt
+from grokscope.config import ConfigError, RunConfig
+from grokscope.constants import (
+    CHECKPOINTS_DIRNAME,
+    CONFIG_FILENAME,
+    DONE_FILENAME,
+    METRICS_FILENAME,
+    RESUME_FILENAME,
+    SPLIT_FILENAME,
+)
+from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
+from grokscope.losses import LOSS_FNS
+from grokscope.model import build_model_for_task
+from grokscope.tasks import make_task
+
+
+def lr_at(step: int, cfg) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant or cosine."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_steps, 1)
+        progress = min((step - cfg.warmup_steps) / span, 1.0)
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+def weight_norm(model: torch.nn.Module) -> float:
+    """L2 norm of all trainable parameters together, in float64."""
+    return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in model.parameters()))
+
+
+def is_run_dir(path: Path) -> bool:
+    """True if `path` holds a grokscope run (a config.json and a checkpoints folder)."""
+    path = Path(path)
+    return (path / CONFIG_FILENAME).is_file() and (path / CHECKPOINTS_DIRNAME).is_dir()
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
+    """Check the output folder before anything is written; raise ConfigError if unusable."""
+    out_dir = Path(out_dir)
+    if resume:
+        if not is_run_dir(out_dir):
+            raise ConfigError(f"cannot resume: {out_dir} is not a grokscope run directory")
+        return
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output path {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ConfigError(f"output directory {out_dir} is not empty (use --resume or --force)")
+        shutil.rmtree(out_dir)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only complete metric lines with step <= last_step (drops a torn last line too)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row["step"] > last_step:
+            break
+        kept.append(line)
+    ckpt.atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+):
+    """Train `config` into `out_dir` (or resume the run there) and return the loaded `Run`.
+
+    With no `out_dir`, the run goes to `checkpoints/<preset>-<timestamp>`.
+    """
+    from grokscope.run import load_run
+
+    if out_dir is None:
+        name = config.preset or config.task.task
+        out_dir = Path("checkpoints") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = Path(out_dir)
+    if resume:
+        if not is_run_dir(out_dir):
+            raise ConfigError(f"cannot resume: {out_dir} is not a grokscope run directory")
+        if not (out_dir / RESUME_FILENAME).is_file():
+            raise ConfigError(f"cannot resume: {out_dir} has no {RESUME_FILENAME}")
+        config = RunConfig.from_json((out_dir / CONFIG_FILENAME).read_text())
+    config.validate()  # before anything is written or removed
+    prepare_run_dir(out_dir, resume, force)
+    tcfg = config.train
+    if tcfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
+    device = torch.device(tcfg.device)
+
+    # --- task and model -----------------------------------------------------------------
+    split = ckpt.load_tensors(out_dir / SPLIT_FILENAME) if resume else None
+    task = make_task(config.task, split)
+    model = build_model_for_task(config.model, task, device=tcfg.device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(tcfg.beta1, tcfg.beta2)
+    )
+    grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
+    loss_fn = LOSS_FNS[tcfg.loss]
+    # Streamed tasks draw batches from this generator; it is part of the resume state.
+    data_gen = torch.Generator().manual_seed(config.model.seed + 1)
+    schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
+    metrics_path = out_dir / METRICS_FILENAME
+
+    # --- fresh start or resume ------------------------------------------------------------
+    start = 0
+    if resume:
+        state = ckpt.load_tensors(out_dir / RESUME_FILENAME)
+        meta = ckpt.read_metadata(out_dir / RESUME_FILENAME)
+        start = int(meta["step"])
+        weights = ckpt.load_tensors(out_dir / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(start))
+        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+        optimizer_state = {k: v.to(device) for k, v in state.items() if k.startswith("opt.")}
+        ckpt.optimizer_from_tensors(optimizer, optimizer_state, meta["optimizer"])
+        torch.set_rng_state(state["rng.torch"])
+        data_gen.set_state(state["rng.data"])
+        if grad_filter is not None:
+            grad_filter.load_state_tensors({k: v.to(device) for k, v in state.items()})
+        _truncate_metrics(metrics_path, start)
+        (out_dir / DONE_FILENAME).unlink(missing_ok=True)
+    else:
+        (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_bytes(out_dir / CONFIG_FILENAME, config.to_json().encode())
+        ckpt.atomic_save_tensors(out_dir / SPLIT_FILENAME, task.split_tensors())
+        metrics_path.write_text("")
+
+    def log_and_save(step: int, lr: float) -> dict:
+        row = {"step": step, **task.evaluate(model, fast=tcfg.fast_path), "weight_norm": weight_norm(model), "lr": lr}
+        if step in schedule:
+            ckpt.save_weights(out_dir, step, model)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if step in schedule:
+            tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer)
+            tensors["rng.torch"] = torch.get_rng_state()
+            tensors["rng.data"] = data_gen.get_state()
+            if grad_filter is not None:
+                tensors.update(grad_filter.state_tensors())
+            # Written last: a resume restarts from the newest step whose weights exist.
+            ckpt.atomic_save_tensors(
+                out_dir / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta}
+            )
+        return row
+
+    if start == 0 and not resume:
+        log_and_save(0, lr_at(0, tcfg))
+
+    bar = tqdm(total=tcfg.epochs, initial=start, disable=not progress, desc=out_dir.name, dynamic_ncols=True)
+    model.train()
+    for step in range(start, tcfg.epochs):
+        lr = lr_at(step, tcfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens, labels = task.train_batch(step, data_gen, device)
+        logits, targets = task.answer_logits(model, tokens, labels, fast=tcfg.fast_path)
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        if tcfg.orthograd:
+            orthogonalize_gradients(model)
+        if grad_filter is not None:
+            grad_filter(model)
+        if tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1  # weights now reflect `done` optimizer steps
+        if done % tcfg.log_every == 0 or done in schedule:
+            row = log_and_save(done, lr)
+            bar.set_postfix(
+                train_loss=f"{row['train_loss']:.3g}", test_loss=f"{row['test_loss']:.3g}",
+                train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}",
+            )
+        bar.update(1)
+    bar.close()
+    (out_dir / DONE_FILENAME).write_text("done\n")
+    return load_run(out_dir)
