@@ -29,7 +29,7 @@ _LAZY = {
     "build_model": "grokscope.model",
     "build_model_for_task": "grokscope.model",
     "param_count": "grokscope.model",
-    "train": "grokscope.train",
+    "train": "grokscope.trainer",
     "Run": "grokscope.run",
     "load_run": "grokscope.run",
 }

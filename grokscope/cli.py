@@ -82,7 +82,7 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
         else:
             cfg = config_from_flags(preset_name, fields)
             out_dir = out
-        from grokscope.train import train as run_training
+        from grokscope.trainer import train as run_training
 
         run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
     except ConfigError as e:

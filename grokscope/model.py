@@ -12,6 +12,7 @@ format intact:
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -92,7 +93,9 @@ def build_model(
     """
     from transformer_lens import HookedTransformer
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # TL 3.9 flags HookedTransformer as deprecated in favour of 4.x's bridge; we pin <4.
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated")
         torch.manual_seed(cfg.seed)
         # Built on the CPU (so the seed gives the same weights everywhere), then moved.
         model = HookedTransformer(hooked_config(cfg, d_vocab, d_vocab_out, n_ctx, "cpu"))

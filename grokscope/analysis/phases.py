@@ -1,0 +1,131 @@
+"""Training phases from per-checkpoint curves: memorisation, circuit formation, cleanup, grokking.
+
+Nanda et al. (2023) split training (p = 113 mainline) into memorisation (0–1.4k epochs),
+circuit formation (1.4k–9.4k) and cleanup (9.4k–14k). grokscope detects the boundaries from
+the curves every run records, with these definitions (``threshold`` = 0.99 by default):
+
+* **Memorisation end** — the first step with ``train_acc >= threshold``.
+* **Grok step** — the first step with ``test_acc >= threshold``.
+* **Cleanup start / end** — from the test loss in log10 space, smoothed by a centred running
+  median over ``window`` checkpoints (odd, shrinking at the edges; NaNs ignored), which
+  removes isolated spikes (e.g. slingshots). Let ``peak`` be the maximum of the smoothed
+  curve at or after memorisation end, and ``low`` its minimum after the peak. The test loss
+  must fall by at least ``min_drop_decades`` (default 1, i.e. 10×) from ``peak`` to
+  ``low``; otherwise cleanup is not reached. Cleanup starts at the first step after the
+  peak where the smoothed curve has covered ``onset_fraction`` (10%) of the log-drop
+  ``peak − low``, and ends at the first step where it has covered ``end_fraction`` (90%).
+  The plateau between memorisation end and cleanup start is circuit formation.
+
+Rationale: test loss is recorded by every run (unlike restricted/excluded loss, which need
+key frequencies), it is flat or slowly drifting during circuit formation and falls by
+several decades during cleanup, so fractions of the log-drop are scale-free and insensitive
+to the slow drift. A phase that is not reached is ``None``. Cleanup requires memorisation
+end to exist (it is searched for after it). Step values are returned as given in ``steps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from jaxtyping import Float
+from torch import Tensor
+
+__all__ = ["Phases", "detect_phases", "running_median"]
+
+ArrayLike = Sequence[float] | np.ndarray | Tensor
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Detected phase boundaries (steps; ``None`` where not reached)."""
+
+    memorisation_end: int | float | None
+    cleanup_start: int | float | None
+    cleanup_end: int | float | None
+    grok_step: int | float | None
+
+
+def _as_array(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def running_median(x: Float[np.ndarray, "n"], window: int) -> Float[np.ndarray, "n"]:
+    """Centred running median over ``window`` points (odd; shrinks at the edges; ignores NaN)."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd integer, got {window}")
+    x = np.asarray(x, dtype=np.float64)
+    h = window // 2
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        seg = x[max(0, i - h) : i + h + 1]
+        seg = seg[~np.isnan(seg)]
+        out[i] = np.median(seg) if seg.size else np.nan
+    return out
+
+
+def _step(steps: np.ndarray, i: int | None) -> int | float | None:
+    if i is None:
+        return None
+    v = steps[i]
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def _first(mask: np.ndarray, start: int = 0) -> int | None:
+    hits = np.nonzero(mask[start:])[0]
+    return int(hits[0]) + start if hits.size else None
+
+
+def detect_phases(
+    steps: ArrayLike,
+    train_acc: ArrayLike,
+    test_acc: ArrayLike,
+    test_loss: ArrayLike,
+    *,
+    threshold: float = 0.99,
+    window: int = 5,
+    onset_fraction: float = 0.1,
+    end_fraction: float = 0.9,
+    min_drop_decades: float = 1.0,
+) -> Phases:
+    """Detect memorisation end, cleanup start/end and the grok step (definitions in the module docstring).
+
+    All curves are per checkpoint, aligned with ``steps`` (increasing).
+    """
+    st = _as_array(steps)
+    tr_acc, te_acc, te_loss = _as_array(train_acc), _as_array(test_acc), _as_array(test_loss)
+    n = len(st)
+    if not (len(tr_acc) == len(te_acc) == len(te_loss) == n):
+        raise ValueError("all curves must have the same length as steps")
+    if n and np.any(np.diff(st) <= 0):
+        raise ValueError("steps must be strictly increasing")
+    if not 0 < onset_fraction <= end_fraction < 1:
+        raise ValueError("need 0 < onset_fraction <= end_fraction < 1")
+
+    with np.errstate(invalid="ignore"):
+        mem = _first(tr_acc >= threshold)
+        grok = _first(te_acc >= threshold)
+
+    start = end = None
+    if mem is not None:
+        log_loss = np.log10(np.clip(te_loss, 1e-300, None))
+        y = running_median(log_loss, window)
+        tail = y[mem:]
+        if np.any(~np.isnan(tail)):
+            peak_i = mem + int(np.nanargmax(tail))
+            after = y[peak_i:]
+            low = float(np.nanmin(after))
+            drop = float(y[peak_i]) - low
+            if drop >= min_drop_decades:
+                with np.errstate(invalid="ignore"):
+                    start = _first(y <= y[peak_i] - onset_fraction * drop, peak_i)
+                    end = _first(y <= y[peak_i] - end_fraction * drop, peak_i)
+    return Phases(
+        memorisation_end=_step(st, mem),
+        cleanup_start=_step(st, start),
+        cleanup_end=_step(st, end),
+        grok_step=_step(st, grok),
+    )

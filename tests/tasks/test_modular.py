@@ -1,0 +1,71 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grokscope.config import ConfigError, TaskConfig
+from grokscope.tasks import make_task
+from grokscope.tasks.modular import apply_op, modular_inverse
+
+
+def test_enumeration_and_tokens():
+    task = make_task(TaskConfig(op="add", p=7, train_frac=0.3))
+    assert len(task) == 49
+    assert task.tokens[3 * 7 + 5].tolist() == [3, 5, 7]  # index a*p+b, '=' is token p
+    assert task.labels[3 * 7 + 5].item() == (3 + 5) % 7
+    assert (task.d_vocab, task.d_vocab_out, task.n_ctx) == (8, 7, 3)
+
+
+@pytest.mark.parametrize("op, fn", [
+    ("add", lambda a, b, p: (a + b) % p),
+    ("sub", lambda a, b, p: (a - b) % p),
+    ("mul", lambda a, b, p: (a * b) % p),
+    ("x2+y2", lambda a, b, p: (a * a + b * b) % p),
+    ("x3+xy", lambda a, b, p: (a ** 3 + a * b) % p),
+])
+def test_ops_known_answers(op, fn):
+    task = make_task(TaskConfig(op=op, p=11))
+    for a, b, y in zip(task.a.tolist(), task.b.tolist(), task.labels.tolist()):
+        assert y == fn(a, b, 11)
+
+
+def test_division_is_a_true_modular_inverse():
+    p = 13
+    task = make_task(TaskConfig(op="div", p=p))
+    assert len(task) == p * (p - 1)  # b = 0 has no inverse
+    assert not (task.b == 0).any()
+    # (a / b) * b == a mod p: not floor division, not multiplication
+    assert torch.equal((task.labels * task.b) % p, task.a)
+    assert task.labels[(task.a == 6) & (task.b == 4)].item() == 8  # 4 * 8 = 32 = 6 mod 13
+
+
+@given(st.sampled_from([5, 7, 11, 97, 113]), st.integers(1, 10**6))
+@settings(max_examples=50, deadline=None)
+def test_modular_inverse_property(p, b):
+    b = b % p or 1
+    assert (b * modular_inverse(b, p)) % p == 1
+
+
+def test_div_needs_prime_and_nonzero():
+    with pytest.raises(ConfigError, match="prime"):
+        apply_op("div", torch.tensor([1]), torch.tensor([2]), 12)
+    with pytest.raises(ConfigError, match="b = 0"):
+        apply_op("div", torch.tensor([1]), torch.tensor([0]), 7)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    cfg = TaskConfig(p=31, train_frac=0.3, split_seed=5)
+    t1, t2 = make_task(cfg), make_task(cfg)
+    assert torch.equal(t1.train_idx, t2.train_idx)
+    assert len(t1.train_idx) == round(0.3 * 31 * 31)
+    both = torch.cat([t1.train_idx, t1.test_idx]).sort().values
+    assert torch.equal(both, torch.arange(31 * 31))
+    other = make_task(TaskConfig(p=31, train_frac=0.3, split_seed=6))
+    assert not torch.equal(other.train_idx, t1.train_idx)
+
+
+def test_saved_split_is_used():
+    cfg = TaskConfig(p=7)
+    split = {"train_idx": torch.tensor([0, 1, 2]), "test_idx": torch.arange(3, 49)}
+    task = make_task(cfg, split)
+    assert task.train_idx.tolist() == [0, 1, 2]

@@ -1,0 +1,60 @@
+"""The command line: help, one-line errors with exit code 2, nothing written on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import grokscope
+
+
+def grok(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grokscope.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_is_complete_and_fast():
+    start = time.perf_counter()
+    out = grok("--help")
+    assert time.perf_counter() - start < 3.0  # transformer_lens is not imported for help
+    assert out.returncode == 0 and "train" in out.stdout
+    out = grok("train", "--help")
+    for flag in ["--preset", "--out", "--resume", "--force", "--d-model", "--weight-decay", "--grad-filter",
+                 "--orthograd", "--loss", "--device", "--train-frac", "--split-seed", "--beta2"]:
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nanda", "--op", "div", "--p", "96"], "prime"),
+    (["--preset", "nanda", "--train-frac", "1.5"], "train_frac"),
+    (["--preset", "nanda", "--d-head", "30"], "inconsistent head sizes"),
+    (["--preset", "nanda", "--op", "pow"], "unknown op 'pow'"),
+    (["--preset", "nonsense"], "unknown preset 'nonsense'"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, message):
+    out = tmp_path / "run"
+    res = grok("train", *args, "--out", str(out))
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_non_empty_out_and_bad_resume(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    res = grok("train", "--preset", "nanda", "--out", str(tmp_path))
+    assert res.returncode == 2 and "not empty" in res.stderr
+    res = grok("train", "--resume", str(tmp_path))
+    assert res.returncode == 2 and "not a grokscope run directory" in res.stderr
+
+
+def test_train_writes_loadable_run(tmp_path):
+    out = tmp_path / "run"
+    res = grok("train", "--preset", "modular-d7", "--p", "17", "--epochs", "20", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    run = grokscope.load_run(out)
+    assert run.steps == list(range(21))
+    assert run.config.task.p == 17 and run.config.preset == "modular-d7"
+    run.model_at(20)

@@ -1,0 +1,157 @@
+"""Training end to end: determinism, exact kill-and-resume, checkpoints that load back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import grokscope
+from grokscope.checkpoints import CheckpointError, checkpoint_schedule
+from grokscope.config import ConfigError
+from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
+from grokscope.trainer import lr_at
+
+
+def _weights(run):
+    return load_file(run.checkpoint_path(run.steps[-1]))
+
+
+def test_same_config_same_metrics_and_weights(tmp_path, tiny_config):
+    a = grokscope.train(tiny_config, tmp_path / "a", progress=False)
+    b = grokscope.train(tiny_config, tmp_path / "b", progress=False)
+    assert (a.path / METRICS_FILENAME).read_text() == (b.path / METRICS_FILENAME).read_text()
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # and a different seed really changes them
+    c = grokscope.train(tiny_config.replace(seed=1), tmp_path / "c", progress=False)
+    assert (c.path / METRICS_FILENAME).read_text() != (a.path / METRICS_FILENAME).read_text()
+
+
+def test_every_saved_step_loads_as_hooked_transformer(tmp_path, tiny_config):
+    from transformer_lens import HookedTransformer
+
+    run = grokscope.train(tiny_config, tmp_path / "r", progress=False)
+    assert run.steps == list(range(61))  # short runs save every step
+    task = run.task
+    for step in (0, 30, 60):
+        model = run.model_at(step)
+        assert isinstance(model, HookedTransformer)
+        logits, cache = model.run_with_cache(task.tokens[:5])
+        assert "blocks.0.mlp.hook_post" in cache
+    # the final checkpoint reproduces the logged metrics
+    last = run.metrics.iloc[-1]
+    scored = task.evaluate(run.model_at(60), fast=False)
+    assert scored["test_acc"] == pytest.approx(last["test_acc"])
+    assert scored["train_loss"] == pytest.approx(last["train_loss"], rel=1e-5)
+    assert list(run.metrics.columns) == ["step", "train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "lr"]
+    assert torch.equal(run.task.train_idx, task.train_idx)
+
+
+def test_training_learns(tmp_path):
+    cfg = grokscope.preset("modular-d7").replace(p=23, d_model=16, n_heads=2, d_head=8, d_mlp=64,
+                                                 epochs=300, train_frac=0.5, log_every=50)
+    run = grokscope.train(cfg, tmp_path / "r", progress=False)
+    m = run.metrics
+    assert m["train_acc"].iloc[-1] > 0.9 > m["train_acc"].iloc[0]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "grokscope.cli", *args]
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+    flags = ["--preset", "modular-d7", "--p", "31", "--epochs", "400", "--n-checkpoints", "40",
+             "--n-log-checkpoints", "5", "--log-every", "7", "--no-progress"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli("train", *flags, "--out", str(ref)), check=True, capture_output=True)
+
+    victim = tmp_path / "victim"
+    proc = subprocess.Popen(_cli("train", *flags, "--out", str(victim)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume_file = victim / RESUME_FILENAME
+    deadline = time.time() + 120
+    # Kill once training is under way but not finished (a few checkpoints in).
+    while time.time() < deadline:
+        steps = grokscope.load_run(victim).steps if (victim / "checkpoints").is_dir() else []
+        if resume_file.exists() and len(steps) >= 8:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = grokscope.load_run(victim).steps[-1]
+    assert 0 < killed_at < 400, "the kill must land mid-run for this test to mean anything"
+
+    subprocess.run(_cli("train", "--resume", str(victim), "--no-progress"), check=True, capture_output=True)
+    a, b = grokscope.load_run(ref), grokscope.load_run(victim)
+    assert (a.path / METRICS_FILENAME).read_text() == (b.path / METRICS_FILENAME).read_text()
+    assert a.steps == b.steps
+    for step in (a.steps[-1], a.steps[len(a.steps) // 2]):
+        wa, wb = load_file(a.checkpoint_path(step)), load_file(b.checkpoint_path(step))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), step
+
+
+@pytest.mark.parametrize("grad_filter, extra", [("ema", {}), ("ma", {"grokfast_window": 4}),
+                                                ("none", {"orthograd": True}), ("none", {"loss": "stablemax"})])
+def test_resume_is_exact_with_grokking_switches(tmp_path, tiny_config, grad_filter, extra):
+    cfg = tiny_config.replace(grad_filter=grad_filter, **extra)
+    full = grokscope.train(cfg, tmp_path / "full", progress=False)
+    # A run stopped at epoch 30 (its resume state says so), then resumed to 60.
+    half = grokscope.train(cfg.replace(epochs=30, n_checkpoints=31), tmp_path / "half", progress=False)
+    cfg_path = half.path / "config.json"
+    cfg_path.write_text(cfg.replace(n_checkpoints=250).to_json())
+    resumed = grokscope.train(None, half.path, resume=True, progress=False)
+    assert (full.path / METRICS_FILENAME).read_text() == (resumed.path / METRICS_FILENAME).read_text()
+    wa, wb = _weights(full), _weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_checkpoint_schedule_is_dense_and_log_spaced_early():
+    steps = checkpoint_schedule(25_000, 250, 50)
+    assert steps[0] == 0 and steps[-1] == 25_000
+    assert len(steps) >= 200
+    assert steps[:5] == [0, 1, 2, 3, 4]  # log-spaced start catches memorisation
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    assert max(gaps) == 125
+    assert checkpoint_schedule(10, 250, 50) == list(range(11))
+
+
+def test_warmup_and_cosine_schedule(tiny_config):
+    t = tiny_config.replace(lr=1.0, warmup_steps=4, lr_schedule="cosine", min_lr=0.1, epochs=104).train
+    assert [lr_at(s, t) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, t) == pytest.approx(1.0)
+    assert lr_at(104, t) == pytest.approx(0.1)
+
+
+def test_corrupt_checkpoint_is_named(tmp_path, tiny_config):
+    run = grokscope.train(tiny_config.replace(epochs=5), tmp_path / "r", progress=False)
+    bad = run.checkpoint_path(3)
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="step_00000003.safetensors"):
+        run.model_at(3)
+    with pytest.raises(ConfigError, match="step 99 was not saved"):
+        run.model_at(99)
+
+
+def test_out_dir_rules(tmp_path, tiny_config):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        grokscope.train(tiny_config, out, progress=False)
+    assert (out / "keep.txt").exists()
+    with pytest.raises(ConfigError, match="not a grokscope run"):
+        grokscope.train(None, out, resume=True, progress=False)
+    # a bad config with --force removes nothing
+    with pytest.raises(ConfigError):
+        grokscope.train(tiny_config.replace(train_frac=2.0), out, force=True, progress=False)
+    assert (out / "keep.txt").exists()
+    grokscope.train(tiny_config.replace(epochs=3), out, force=True, progress=False)
+    assert not (out / "keep.txt").exists()
