@@ -87,6 +87,29 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     ckpt.atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
 
 
+def train_step(model, optimizer, task, tokens, labels, tcfg, grad_filter=None) -> torch.Tensor:
+    """One optimizer step on one batch; returns the (float64) loss before the step."""
+    logits, targets = task.answer_logits(model, tokens, labels, fast=tcfg.fast_path)
+    loss = LOSS_FNS[tcfg.loss](logits, targets)
+    loss.backward()
+    if tcfg.orthograd:
+        orthogonalize_gradients(model)
+    if grad_filter is not None:  # Grokfast: amplify the slow gradient component
+        grad_filter(model)
+    if tcfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
+    """AdamW over every trainable parameter (weight decay on all, as in Nanda et al.)."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(tcfg.beta1, tcfg.beta2)
+    )
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path | None = None,
@@ -121,12 +144,11 @@ def train(
     # --- task and model -----------------------------------------------------------------
     split = ckpt.load_tensors(out_dir / SPLIT_FILENAME) if resume else None
     task = make_task(config.task, split)
+    if tcfg.batch_size and hasattr(task, "batch_size"):
+        task.batch_size = tcfg.batch_size  # streamed tasks draw batches of this size
     model = build_model_for_task(config.model, task, device=tcfg.device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(tcfg.beta1, tcfg.beta2)
-    )
+    optimizer = make_optimizer(model, tcfg)
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
-    loss_fn = LOSS_FNS[tcfg.loss]
     # Streamed tasks draw batches from this generator; it is part of the resume state.
     data_gen = torch.Generator().manual_seed(config.model.seed + 1)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
@@ -182,17 +204,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         tokens, labels = task.train_batch(step, data_gen, device)
-        logits, targets = task.answer_logits(model, tokens, labels, fast=tcfg.fast_path)
-        loss = loss_fn(logits, targets)
-        loss.backward()
-        if tcfg.orthograd:
-            orthogonalize_gradients(model)
-        if grad_filter is not None:
-            grad_filter(model)
-        if tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, task, tokens, labels, tcfg, grad_filter)
 
         done = step + 1  # weights now reflect `done` optimizer steps
         if done % tcfg.log_every == 0 or done in schedule:
