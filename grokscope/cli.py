@@ -101,6 +101,34 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
     )
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Recompute every checkpoint, not only new ones.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def analyze(run_dir, force, progress) -> None:
+    """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html."""
+    import warnings
+
+    from grokscope.trainer import is_run_dir
+
+    if not is_run_dir(run_dir):
+        fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
+    try:
+        from grokscope.analysis.pipeline import analyze as run_analysis
+        from grokscope.report import write_report
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_analysis(run_dir, progress=progress, force=force)
+        for w in caught:
+            if "skipping" in str(w.message):
+                click.echo(f"warning: {w.message}", err=True)
+        path = write_report(result)
+    except ConfigError as e:
+        fail(str(e))
+    click.echo(f"{len(result.table)} checkpoints analysed; tables in {result.folder}; report: {path}")
+
+
 @main.command(name="presets")
 def list_presets() -> None:
     """List the presets and their settings."""
@@ -108,6 +136,43 @@ def list_presets() -> None:
         cfg = preset(name)
         flat = {k: v for sec in (cfg.task, cfg.model, cfg.train) for k, v in dataclasses.asdict(sec).items()}
         click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in flat.items()))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--step", type=int, default=None, help="Checkpoint to verify (default: the last saved).")
+@click.option("--n", "n_pairs", type=int, default=10_000, show_default=True, help="Random test pairs.")
+@click.option("--seed", type=int, default=2025, show_default=True, help="Seed of the random pairs.")
+@click.option("--failures", "max_failures", type=int, default=10, show_default=True, help="Failures to list.")
+def verify(run_dir, step, n_pairs, seed, max_failures) -> None:
+    """Verify an addition run AdderBoard-style: greedy decoding, exact match.
+
+    Random pairs uniform in [0, 10^n) plus edge cases; prints exact-match accuracy,
+    per-answer-digit accuracy, accuracy by longest carry chain and the first failures.
+    """
+    try:
+        if n_pairs < 1:
+            fail(f"--n must be >= 1, got {n_pairs}")
+        import torch
+
+        from grokscope.model import param_count
+        from grokscope.verify import format_result, load_addition_model, verify_model
+
+        torch.set_num_threads(min(torch.get_num_threads(), 2))
+        run, step, model = load_addition_model(run_dir, step)
+        n = run.config.task.n_digits
+        res = verify_model(model, n, n_pairs, seed)
+    except ConfigError as e:
+        fail(str(e))
+    except Exception as e:
+        from grokscope.checkpoints import CheckpointError
+
+        if isinstance(e, CheckpointError):
+            fail(str(e))
+        raise
+    header = (f"verify {run.path} step {step}: {n}-digit addition, {param_count(model)} parameters, "
+              f"greedy decoding, seed {seed}")
+    click.echo(format_result(res, header, max_failures))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,7 @@ __all__ = [
 
 
 def operand_attention_from_pattern(
-    pattern: Float[Tensor, "p*p head query key"],
+    pattern: Float[Tensor, "pairs head query key"],
     p: int,
 ) -> Float[Tensor, "2 head p p"]:
     """Attention of the ``=`` query on the ``a`` and ``b`` keys over the grid, ``[operand, head, a, b]``."""

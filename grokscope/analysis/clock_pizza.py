@@ -33,8 +33,8 @@ __all__ = [
 
 
 def distance_table(
-    model_or_logits: HookedTransformer | Float[Tensor, "p*p p"],
-    labels: Int[Tensor, "p*p"],
+    model_or_logits: HookedTransformer | Float[Tensor, "pairs p"],
+    labels: Int[Tensor, "pairs"],
 ) -> Float[Tensor, "p p"]:
     """Correct-class logits rearranged as ``M[(a+b) % p, (a−b) % p]`` (float64, odd ``p`` only)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
@@ -49,8 +49,8 @@ def distance_table(
 
 
 def distance_irrelevance(
-    model_or_logits: HookedTransformer | Float[Tensor, "p*p p"],
-    labels: Int[Tensor, "p*p"],
+    model_or_logits: HookedTransformer | Float[Tensor, "pairs p"],
+    labels: Int[Tensor, "pairs"],
 ) -> float:
     """Distance irrelevance ``mean_d std_s M[s, d] / std(M)`` of the correct-logit table (low = pizza)."""
     table = distance_table(model_or_logits, labels)
@@ -80,8 +80,6 @@ def gradient_symmetricity(
     """
     p = infer_p(model) if p is None else p
     device = next(model.parameters()).device
-    triples = sample_triples(p, n_samples, seed).to(device)
-    tokens = torch.stack([triples[:, 0], triples[:, 1], torch.full_like(triples[:, 0], p)], dim=1)
     store: dict[str, Tensor] = {}
 
     def make_leaf(x: Tensor, hook: object) -> Tensor:
@@ -90,7 +88,10 @@ def gradient_symmetricity(
         return leaf
 
     # inference_mode(False) so this also works when the caller is inside inference_mode
+    # (every tensor that autograd sees must be created inside this block)
     with torch.inference_mode(False), torch.enable_grad():
+        triples = sample_triples(p, n_samples, seed).to(device)
+        tokens = torch.stack([triples[:, 0], triples[:, 1], torch.full_like(triples[:, 0], p)], dim=1)
         logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", make_leaf)])
         picked = logits[:, -1, :].gather(1, triples[:, 2:3]).sum()
         (grad,) = torch.autograd.grad(picked, store["embed"])

@@ -8,6 +8,8 @@ Conventions (fixed across grokscope):
 * Logits of interest are the final-position logits ``model(tokens)[:, -1, :p]``, shape
   ``(p**2, p)``.
 * Train / test splits are ``Int[Tensor, "n"]`` index tensors into the ``p**2`` enumeration.
+* In jaxtyping annotations the axis ``pairs`` has length ``p**2`` (named, not symbolic, so
+  runtime checking with ``jaxtyping`` + ``beartype`` works).
 
 Every measure in :mod:`grokscope.analysis` has a tensor-level form (taking logits or
 activations) and a thin model-level wrapper, so an orchestrator can run the model once per
@@ -37,14 +39,14 @@ __all__ = [
 ]
 
 
-def all_pairs_ab(p: int, device: torch.device | str | None = None) -> tuple[Int[Tensor, "p*p"], Int[Tensor, "p*p"]]:
+def all_pairs_ab(p: int, device: torch.device | str | None = None) -> tuple[Int[Tensor, "pairs"], Int[Tensor, "pairs"]]:
     """Return the operands ``(a, b)`` of all ``p**2`` pairs, ordered by batch index ``a*p + b``."""
     a = torch.arange(p, device=device).repeat_interleave(p)
     b = torch.arange(p, device=device).repeat(p)
     return a, b
 
 
-def all_pairs_tokens(p: int, device: torch.device | str | None = None) -> Int[Tensor, "p*p 3"]:
+def all_pairs_tokens(p: int, device: torch.device | str | None = None) -> Int[Tensor, "pairs 3"]:
     """Return the token sequences ``[a, b, p]`` of all ``p**2`` pairs (batch index ``a*p + b``)."""
     a, b = all_pairs_ab(p, device)
     eq = torch.full_like(a, p)
@@ -69,7 +71,7 @@ def _model_device(model: HookedTransformer) -> torch.device:
 
 
 @torch.inference_mode()
-def all_pairs_logits(model: HookedTransformer, p: int | None = None) -> Float[Tensor, "p*p p"]:
+def all_pairs_logits(model: HookedTransformer, p: int | None = None) -> Float[Tensor, "pairs p"]:
     """Final-position logits ``model(tokens)[:, -1, :p]`` over all pairs, in the model's dtype."""
     return all_pairs_run(model, p).logits
 
@@ -84,9 +86,9 @@ class AllPairsRun(NamedTuple):
     ``(p**2, n_heads, n_ctx, n_ctx)`` = (batch, head, query, key).
     """
 
-    logits: Float[Tensor, "p*p p"]
-    mlp_post: Float[Tensor, "p*p d_mlp"] | None
-    pattern: Float[Tensor, "p*p head query key"]
+    logits: Float[Tensor, "pairs p"]
+    mlp_post: Float[Tensor, "pairs d_mlp"] | None
+    pattern: Float[Tensor, "pairs head query key"]
 
 
 @torch.inference_mode()
@@ -111,7 +113,7 @@ def all_pairs_run(
     store: dict[str, Tensor] = {}
 
     def keep_post(x: Tensor, hook: object) -> None:
-        store["post"] = x[:, -1, :]
+        store["post"] = x[:, -1, :].contiguous()
 
     def keep_pattern(x: Tensor, hook: object) -> None:
         store["pattern"] = x
@@ -131,7 +133,7 @@ def all_pairs_run(
     return AllPairsRun(logits=logits, mlp_post=store.get("post"), pattern=store["pattern"])
 
 
-def as_logits(model_or_logits: HookedTransformer | Tensor, p: int | None = None) -> Float[Tensor, "p*p p"]:
+def as_logits(model_or_logits: HookedTransformer | Tensor, p: int | None = None) -> Float[Tensor, "pairs p"]:
     """Return all-pairs logits: the tensor itself, or :func:`all_pairs_logits` of a model."""
     if isinstance(model_or_logits, Tensor):
         logits = model_or_logits

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -37,7 +38,11 @@ from transformer_lens import HookedTransformer
 
 from .common import all_pairs_tokens, infer_p
 
+#: A set of frequencies ``k`` in ``1..p//2``: any sequence of ints (list, tuple, range) or a tensor.
+Freqs = Sequence[int] | Tensor
+
 __all__ = [
+    "Freqs",
     "all_pairs_tokens",
     "basis_frequencies",
     "embedding_basis_norms",
@@ -104,7 +109,7 @@ def group_by_frequency(row_values: Float[Tensor, "... p"], p: int) -> Float[Tens
 
 
 def fourier_2d(
-    x: Float[Tensor, "p*p ..."],
+    x: Float[Tensor, "pairs ..."],
     p: int,
     basis: Float[Tensor, "p p"] | None = None,
 ) -> Float[Tensor, "p p ..."]:
@@ -152,7 +157,7 @@ def _directions(p: int, freqs: tuple[int, ...], b_sign: int) -> tuple[Tensor, Te
     return dirs, torch.cat([owner, owner[has_sin]])
 
 
-def _check_freqs(p: int, freqs: list[int] | tuple[int, ...] | Tensor, b_sign: int = 1) -> tuple[int, ...]:
+def _check_freqs(p: int, freqs: Freqs, b_sign: int = 1) -> tuple[int, ...]:
     fr = tuple(int(k) for k in (freqs.tolist() if isinstance(freqs, Tensor) else freqs))
     for k in fr:
         if not 1 <= k <= p // 2:
@@ -166,12 +171,12 @@ def _check_freqs(p: int, freqs: list[int] | tuple[int, ...] | Tensor, b_sign: in
 
 def sum_directions(
     p: int,
-    freqs: list[int] | tuple[int, ...] | Tensor,
+    freqs: Freqs,
     *,
     b_sign: int = 1,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
-) -> tuple[Float[Tensor, "n_dir p*p"], Int[Tensor, "n_dir"]]:
+) -> tuple[Float[Tensor, "n_dir pairs"], Int[Tensor, "n_dir"]]:
     """Unit directions in R^{p^2} proportional to cos(w_k(a + b_sign*b)) and sin(w_k(a + b_sign*b)).
 
     Rows: all cosine directions (in ``freqs`` order) followed by all sine directions;

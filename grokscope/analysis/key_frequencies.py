@@ -11,8 +11,8 @@ Paper rule (Nanda et al. 2023; ``shared/reference/measures.md``):
    ``{0, cos k, sin k}^2 minus (0, 0)`` (for even ``p`` and ``k = p/2`` only the 3 terms
    ``(0, cos), (cos, 0), (cos, cos)`` exist).
 4. Neuron frequency = argmax_k of the fraction (ties: smallest ``k``); neurons whose best
-   fraction is below ``threshold`` (0.85) are unclustered (frequency ``-1``). Dead neurons
-   (zero variance) have fraction 0 and are unclustered.
+   fraction is below ``threshold`` (0.85) are unclustered (frequency ``-1``). Dead or
+   (numerically) constant neurons have fraction 0 and are unclustered.
 5. Key frequencies = the sorted distinct frequencies of the clustered neurons.
 """
 
@@ -26,7 +26,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from .common import all_pairs_run, infer_p
-from .fourier import basis_frequencies, fourier_2d, fourier_basis
+from .fourier import basis_frequencies, fourier_basis
 
 __all__ = [
     "KeyFrequencies",
@@ -56,31 +56,56 @@ class KeyFrequencies(NamedTuple):
     counts: list[int]
 
 
-def neuron_frequency_fractions(post: Float[Tensor, "p*p d_mlp"], p: int) -> Float[Tensor, "d_mlp n_freq"]:
+def neuron_frequency_fractions(post: Float[Tensor, "pairs d_mlp"], p: int) -> Float[Tensor, "d_mlp n_freq"]:
     """Fraction of each neuron's centred variance in frequency ``k`` (columns ``k = 1..p//2``).
 
-    In the 2D Fourier basis, ``Q = G F^2 Gᵀ`` groups the squared coefficients by (frequency
-    of a, frequency of b); the fraction for ``k`` is ``(Q[0,k] + Q[k,0] + Q[k,k]) / sum F^2``.
-    Computed in the activations' floating dtype (float32 for model activations: these are
-    ratios of sums of squares, well within float32 accuracy); returned in that dtype.
+    With ``F = B · (A − mean) · Bᵀ`` the 2D Fourier coefficients of a neuron, the fraction for
+    ``k`` is ``sum of F[i, j]^2 over i, j in {0, cos k, sin k}, (i, j) != (0, 0)`` divided by
+    ``sum F^2`` (= the neuron's centred sum of squares).
+
+    Implementation: centring only changes ``F[0, 0]``, which is excluded, so the
+    coefficients are computed from the raw activations and only the needed blocks are
+    formed — row 0 (``F[0, :]``) and, for each row ``i`` of frequency ``k``, the columns
+    ``{0, cos k, sin k}`` — instead of the full ``p x p`` transform. Computed in the
+    activations' floating dtype (float32 for model activations; these are ratios of sums of
+    squares) and returned in it. Neurons whose centred sum of squares is below
+    ``(16 p eps)^2`` times their raw sum of squares (numerically constant, incl. dead
+    neurons) get fraction 0.
     """
     x = post.detach()
     if not x.is_floating_point():
         x = x.to(torch.float32)
-    x = x - x.mean(dim=0, keepdim=True)
-    d_mlp = x.shape[1]
-    basis, _ = fourier_basis(p, dtype=x.dtype, device=x.device)
-    sq = fourier_2d(x, p, basis).square_()  # (p, p, d_mlp)
-    n_freq = p // 2 + 1
-    group = torch.zeros(n_freq, p, dtype=x.dtype, device=x.device)
-    group[basis_frequencies(p).to(x.device), torch.arange(p, device=x.device)] = 1.0
-    q = (group @ sq.reshape(p, -1)).reshape(n_freq, p, d_mlp)  # (k_a, j, n)
-    q = torch.matmul(group, q)  # (k_a, k_b, n)
-    total = q.sum(dim=(0, 1))  # (n,)
-    ks = torch.arange(1, n_freq, device=x.device)
-    in_k = (q[0, ks] + q[ks, 0] + q[ks, ks]).T  # (n, K)
-    safe = torch.where(total > 0, total, torch.ones_like(total))
-    return torch.where(total[:, None] > 0, in_k / safe[:, None], torch.zeros_like(in_k))
+    if x.shape[0] != p * p:
+        raise ValueError(f"expected p*p = {p * p} rows, got {x.shape[0]}")
+    dev, dt = x.device, x.dtype
+    n_freq = p // 2
+    basis, _ = fourier_basis(p, dtype=dt, device=dev)
+    # Y[i, b, n] = sum_a B[i, a] A[a, b, n]
+    y = (basis @ x.reshape(p, -1)).reshape(p, p, -1)
+    # row 0: F[0, j] for all j
+    row0 = basis @ y[0]  # (p, n)
+    # rows i >= 1: F[i, j] for j in {0, cos k(i), sin k(i)} (missing sin of k = p/2 -> zero row)
+    padded = torch.cat([basis, torch.zeros(1, p, dtype=dt, device=dev)])
+    freq_of_row = basis_frequencies(p).to(dev)[1:]  # k(i) for i = 1..p-1
+    cos_row = 2 * freq_of_row - 1
+    sin_row = torch.where(2 * freq_of_row < p, 2 * freq_of_row, torch.full_like(freq_of_row, p))
+    sel = torch.stack([torch.zeros_like(cos_row), cos_row, sin_row], dim=1)  # (p-1, 3)
+    blocks = torch.bmm(padded[sel], y[1:])  # (p-1, 3, n)
+    sq = blocks.square()
+    group = freq_of_row - 1  # 0-based frequency index per row
+    energy = torch.zeros(n_freq, x.shape[1], dtype=dt, device=dev)
+    energy.index_add_(0, group, sq.sum(dim=1))  # (k, 0) and (k, k) blocks
+    energy.index_add_(0, group, row0[1:].square())  # (0, k) block
+    # centred sum of squares = sum of F^2 except F[0, 0], as a sum of non-negative terms
+    # (Parseval over b for rows i >= 1, plus row 0 without its (0, 0) entry)
+    total = y[1:].square_().sum(dim=(0, 1)) + row0[1:].square().sum(dim=0)
+    raw = total + row0[0].square()  # = sum A^2
+    # (numerically) constant neurons: rounding noise must not be read as a frequency
+    tol = (16 * p * torch.finfo(dt).eps) ** 2
+    varying = total > tol * raw
+    safe = torch.where(varying, total, torch.ones_like(total))
+    frac = energy.T / safe[:, None]
+    return torch.where(varying[:, None], frac, torch.zeros_like(frac))
 
 
 def cluster_neurons(
@@ -102,7 +127,7 @@ def cluster_neurons(
 
 
 def key_frequencies_from_activations(
-    post: Float[Tensor, "p*p d_mlp"],
+    post: Float[Tensor, "pairs d_mlp"],
     p: int,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> KeyFrequencies:

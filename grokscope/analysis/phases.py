@@ -7,7 +7,7 @@ the curves every run records, with these definitions (``threshold`` = 0.99 by de
 * **Memorisation end** — the first step with ``train_acc >= threshold``.
 * **Grok step** — the first step with ``test_acc >= threshold``.
 * **Cleanup start / end** — from the test loss in log10 space, smoothed by a centred running
-  median over ``window`` checkpoints (odd, shrinking at the edges; NaNs ignored), which
+  median over ``window`` checkpoints (odd; shifted inward at the ends; NaNs ignored), which
   removes isolated spikes (e.g. slingshots). Let ``peak`` be the maximum of the smoothed
   curve at or after memorisation end, and ``low`` its minimum after the peak. The test loss
   must fall by at least ``min_drop_decades`` (default 1, i.e. 10×) from ``peak`` to
@@ -26,7 +26,7 @@ end to exist (it is searched for after it). Step values are returned as given in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Float
@@ -34,7 +34,7 @@ from torch import Tensor
 
 __all__ = ["Phases", "detect_phases", "running_median"]
 
-ArrayLike = Sequence[float] | np.ndarray | Tensor
+ArrayLike = Sequence | np.ndarray | Tensor
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,20 @@ def _as_array(x: ArrayLike) -> np.ndarray:
 
 
 def running_median(x: Float[np.ndarray, "n"], window: int) -> Float[np.ndarray, "n"]:
-    """Centred running median over ``window`` points (odd; shrinks at the edges; ignores NaN)."""
+    """Centred running median over ``window`` points (odd), ignoring NaN.
+
+    Near the ends the window is shifted inward so it still holds ``window`` points (when the
+    series is that long), which keeps a single spike at the first or last checkpoint out.
+    """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd integer, got {window}")
     x = np.asarray(x, dtype=np.float64)
+    n = len(x)
     h = window // 2
     out = np.empty_like(x)
-    for i in range(len(x)):
-        seg = x[max(0, i - h) : i + h + 1]
+    for i in range(n):
+        lo = min(max(0, i - h), max(0, n - window))
+        seg = x[lo : lo + window]
         seg = seg[~np.isnan(seg)]
         out[i] = np.median(seg) if seg.size else np.nan
     return out

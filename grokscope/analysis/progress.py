@@ -37,7 +37,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from .common import as_logits, cross_entropy, infer_p
-from .fourier import _all_directions64, _check_freqs, _directions, embedding_spectrum, neuron_logit_spectrum
+from .fourier import Freqs, _all_directions64, _check_freqs, _directions, embedding_spectrum, neuron_logit_spectrum
 
 __all__ = [
     "WeightNorms",
@@ -69,10 +69,10 @@ def _projection(logits64: Tensor, p: int, freqs: tuple[int, ...], b_sign: int) -
 
 def restricted_logits(
     model_or_logits: ModelOrLogits,
-    freqs: list[int] | tuple[int, ...] | Tensor,
+    freqs: Freqs,
     *,
     b_sign: int = 1,
-) -> Float[Tensor, "p*p p"]:
+) -> Float[Tensor, "pairs p"]:
     """Float64 restricted logits ``P_K L + mean_batch(L − P_K L)`` (standard basis, all pairs)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
@@ -83,8 +83,8 @@ def restricted_logits(
 
 def restricted_loss(
     model_or_logits: ModelOrLogits,
-    labels: Int[Tensor, "p*p"],
-    freqs: list[int] | tuple[int, ...] | Tensor,
+    labels: Int[Tensor, "pairs"],
+    freqs: Freqs,
     idx: Int[Tensor, "n"] | None = None,
     *,
     b_sign: int = 1,
@@ -98,10 +98,10 @@ def restricted_loss(
 
 def excluded_logits(
     model_or_logits: ModelOrLogits,
-    freqs: list[int] | tuple[int, ...] | Tensor,
+    freqs: Freqs,
     *,
     b_sign: int = 1,
-) -> Float[Tensor, "p*p p"]:
+) -> Float[Tensor, "pairs p"]:
     """Float64 excluded logits ``L − P_K L`` (no mean correction; standard basis, all pairs)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
@@ -111,8 +111,8 @@ def excluded_logits(
 
 def excluded_loss(
     model_or_logits: ModelOrLogits,
-    labels: Int[Tensor, "p*p"],
-    freqs: list[int] | tuple[int, ...] | Tensor,
+    labels: Int[Tensor, "pairs"],
+    freqs: Freqs,
     train_idx: Int[Tensor, "n_train"],
     *,
     b_sign: int = 1,
@@ -130,9 +130,9 @@ def excluded_loss(
 
 def excluded_loss_per_frequency(
     model_or_logits: ModelOrLogits,
-    labels: Int[Tensor, "p*p"],
+    labels: Int[Tensor, "pairs"],
     train_idx: Int[Tensor, "n_train"],
-    freqs: list[int] | tuple[int, ...] | Tensor | None = None,
+    freqs: Freqs | None = None,
     *,
     b_sign: int = 1,
 ) -> Float[Tensor, "n_freq"]:
@@ -153,7 +153,10 @@ def excluded_loss_per_frequency(
     rows = torch.tensor(fr, dtype=torch.int64, device=logits.device) - 1
     train_idx = train_idx.to(logits.device)
     y = labels.to(logits.device)[train_idx].long()
-    cos_d, sin_d = cos_all[rows], sin_all[rows]  # (K, p^2); sin row is 0 for k = p/2
+    if torch.equal(rows, torch.arange(len(fr), device=rows.device)):
+        cos_d, sin_d = cos_all[: len(fr)], sin_all[: len(fr)]  # no copy for k = 1..K
+    else:
+        cos_d, sin_d = cos_all[rows], sin_all[rows]  # (K, p^2); sin row is 0 for k = p/2
     coef_c, coef_s = cos_d @ logits, sin_d @ logits  # (K, p)
     cos_t, sin_t = cos_d[:, train_idx], sin_d[:, train_idx]  # (K, n)
     lt = logits[train_idx]  # (n, p)
@@ -236,7 +239,7 @@ def weight_norms(model: torch.nn.Module) -> WeightNorms:
 
 def trig_fit(
     model_or_logits: ModelOrLogits,
-    freqs: list[int] | tuple[int, ...] | Tensor | None = None,
+    freqs: Freqs | None = None,
     *,
     b_sign: int = 1,
 ) -> Float[Tensor, "n_freq"]:

@@ -16,7 +16,7 @@ def make_task(cfg: TaskConfig, split: dict[str, Tensor] | None = None):
     if cfg.task == "addition":
         from grokscope.tasks.addition import AdditionTask
 
-        return AdditionTask(cfg)
+        return AdditionTask(cfg, split)
     raise ConfigError(f"unknown task '{cfg.task}'")
 
 

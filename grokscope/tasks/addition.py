@@ -1,0 +1,293 @@
+"""n-digit decimal addition in the 777-adder format, streamed from a seeded generator.
+
+Format (see `grokscope.addition_format`): ``a`` and ``b`` zero-padded to n digits, most
+significant first, ``+`` (10) and ``=`` (11) delimiters, then the n + 1 digits of the sum
+reversed (least significant first), then EOS (13); vocabulary 14, sequence 3n + 4 tokens.
+The model reads the first 3n + 3 tokens; loss and accuracy are on the n + 2 answer tokens
+only, answer token i (i = 0 is the units digit, i = n + 1 is EOS) being predicted at
+position 2n + 1 + i (position 2n + 1 is the ``=``).
+
+Training batches are drawn fresh every step from the trainer's seeded generator (so a
+resumed run draws exactly the batches an uninterrupted one would): each sample draws its
+digit count k uniformly from the current curriculum stage's lo..hi and both operands
+uniformly from [0, 10^k) (k independent uniform digits, the higher ones zeroed).
+
+Evaluation (cheap, teacher-forced, every log step) uses two fixed sets, seeded by
+``split_seed`` and saved with the run: ``test`` = 2,000 pairs uniform in [0, 10^n) (full
+length), ``train`` = 2,000 samples of the final curriculum stage's distribution. Under
+teacher forcing, "all answer tokens argmax-correct" is exactly "greedy decoding writes the
+right answer", so ``test_acc`` is the exact-match accuracy of greedy decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from grokscope.addition_format import (
+    EOS,
+    EQ,
+    PLUS,
+    VOCAB_SIZE,
+    answer_length,
+    check_addition_config,
+    context_length,
+    input_length,
+    parse_curriculum,
+    prompt_length,
+)
+from grokscope.config import ConfigError, TaskConfig
+
+N_EVAL = 2_000
+
+_ACTS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+# --- digits and sequences ----------------------------------------------------------------
+
+def powers_of_ten(n_digits: int, device=None) -> Int[Tensor, "n"]:
+    """[10^(n-1), ..., 10, 1] as int64: place values of most-significant-first digits."""
+    return 10 ** torch.arange(n_digits - 1, -1, -1, device=device, dtype=torch.int64)
+
+
+def int_to_digits(x: Int[Tensor, "*b"], n_digits: int) -> Int[Tensor, "*b n"]:
+    """Decimal digits of non-negative int64 values, zero-padded to n, most significant first."""
+    return (x[..., None] // powers_of_ten(n_digits, x.device)) % 10
+
+
+def digits_to_int(d: Int[Tensor, "*b n"]) -> Int[Tensor, "*b"]:
+    """Inverse of `int_to_digits` (most significant digit first) as int64."""
+    return (d.long() * powers_of_ten(d.shape[-1], d.device)).sum(-1)
+
+
+def add_digits(a: Int[Tensor, "b n"], b: Int[Tensor, "b n"]) -> tuple[Int[Tensor, "b n_sum"], Int[Tensor, "b n"]]:
+    """Column addition of most-significant-first digit rows.
+
+    Returns ``(sum_reversed, carries)``: ``sum_reversed`` (b, n + 1) holds the sum's digits
+    least significant first (the answer order); ``carries`` (b, n) is 1 where digit
+    position i (units = 0) carries into position i + 1.
+    """
+    ar, br = a.flip(-1).long(), b.flip(-1).long()
+    n = a.shape[-1]
+    out = torch.empty(a.shape[0], n + 1, dtype=torch.int64, device=a.device)
+    carries = torch.empty(a.shape[0], n, dtype=torch.int64, device=a.device)
+    carry = torch.zeros(a.shape[0], dtype=torch.int64, device=a.device)
+    for i in range(n):  # over digit positions, vectorised over the batch
+        t = ar[:, i] + br[:, i] + carry
+        out[:, i] = t % 10
+        carry = t // 10
+        carries[:, i] = carry
+    out[:, n] = carry
+    return out, carries
+
+
+def longest_carry_chain(carries: Int[Tensor, "b n"]) -> Int[Tensor, "b"]:
+    """Length of the longest run of consecutive carrying positions in each row (0 if none)."""
+    run = torch.zeros(carries.shape[0], dtype=torch.int64, device=carries.device)
+    best = torch.zeros_like(run)
+    for i in range(carries.shape[1]):
+        run = (run + 1) * carries[:, i]
+        best = torch.maximum(best, run)
+    return best
+
+
+def build_sequences(a: Int[Tensor, "b n"], b: Int[Tensor, "b n"]) -> Int[Tensor, "b seq"]:
+    """Full token sequences (b, 3n + 4) from operand digit rows (most significant first)."""
+    s, _ = add_digits(a, b)
+    batch = a.shape[0]
+    col = lambda tok: torch.full((batch, 1), tok, dtype=torch.int64, device=a.device)  # noqa: E731
+    return torch.cat([a.long(), col(PLUS), b.long(), col(EQ), s, col(EOS)], dim=1)
+
+
+def sequences_from_ints(a: Int[Tensor, "b"], b: Int[Tensor, "b"], n_digits: int) -> Int[Tensor, "b seq"]:
+    """Full token sequences (b, 3n + 4) for int64 operands in [0, 10^n)."""
+    if bool((a < 0).any() | (b < 0).any() | (a >= 10**n_digits).any() | (b >= 10**n_digits).any()):
+        raise ConfigError(f"operands must be in [0, 10^{n_digits})")
+    return build_sequences(int_to_digits(a, n_digits), int_to_digits(b, n_digits))
+
+
+def sample_operand_digits(
+    generator: torch.Generator, batch: int, lo: int, hi: int, n_digits: int
+) -> tuple[Int[Tensor, "b n"], Int[Tensor, "b n"]]:
+    """Operand digit rows: per sample k ~ U{lo..hi}, a and b uniform in [0, 10^k), padded to n."""
+    k = torch.randint(lo, hi + 1, (batch,), generator=generator)
+    d = torch.randint(0, 10, (batch, 2, n_digits), generator=generator)
+    keep = torch.arange(n_digits)[None, :] >= (n_digits - k)[:, None]  # the k low digits
+    d = d * keep[:, None, :]
+    return d[:, 0], d[:, 1]
+
+
+# --- the answer-position fast path ----------------------------------------------------------
+
+def answer_position_logits(
+    model, tokens: Int[Tensor, "batch pos"], first: int
+) -> Float[Tensor, "batch n_ans d_vocab_out"]:
+    """Logits at positions first..pos-1, equal to ``model(tokens)[:, first:]`` (1-layer models).
+
+    In a 1-layer model the residual stream entering the block depends only on (position,
+    token), so keys, values and queries are looked up in per-(position, token) tables;
+    attention, the MLP, the final norm and the unembedding run only at the answer
+    positions. Use only when `grokscope.fastpath.supports_fast_path(model)` is True.
+    """
+    cfg = model.cfg
+    block, attn = model.blocks[0], model.blocks[0].attn
+    n_pos = tokens.shape[1]
+    vocab = cfg.d_vocab
+    ln = cfg.normalization_type == "LN"
+
+    def norm(x, mod):
+        return F.layer_norm(x, (cfg.d_model,), mod.w, mod.b, cfg.eps) if ln else x
+
+    table = model.embed.W_E[None, :, :] + model.pos_embed.W_pos[:n_pos, None, :]  # (pos, vocab, d)
+    normed = norm(table, block.ln1 if ln else None).flatten(0, 1)  # (pos*vocab, d)
+    n_heads, d_head = cfg.n_heads, cfg.d_head
+    w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V], dim=-1)  # (head, d, 3*d_head)
+    b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V], dim=-1)  # (head, 3*d_head)
+    qkv_tab = torch.einsum("rd,hde->rhe", normed, w_qkv) + b_qkv  # (pos*vocab, head, 3*d_head)
+
+    flat = tokens + torch.arange(n_pos, device=tokens.device) * vocab  # (batch, pos)
+    qkv_k = F.embedding(flat, qkv_tab[..., d_head:].flatten(1)).unflatten(-1, (n_heads, 2 * d_head))
+    k, v = qkv_k[..., :d_head], qkv_k[..., d_head:]  # (batch, pos, head, d_head)
+    q = F.embedding(flat[:, first:], qkv_tab[..., :d_head].flatten(1)).unflatten(-1, (n_heads, d_head))
+
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale  # (batch, head, n_ans, pos)
+    q_pos = torch.arange(first, n_pos, device=tokens.device)
+    mask = torch.arange(n_pos, device=tokens.device)[None, :] > q_pos[:, None]
+    pattern = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)
+    z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+    attn_out = torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
+
+    resid = F.embedding(flat[:, first:], table.flatten(0, 1)) + attn_out
+    post = _ACTS[cfg.act_fn](norm(resid, block.ln2 if ln else None) @ block.mlp.W_in + block.mlp.b_in)
+    resid = resid + post @ block.mlp.W_out + block.mlp.b_out
+    return norm(resid, model.ln_final if ln else None) @ model.W_U + model.b_U
+
+
+# --- the task ------------------------------------------------------------------------------
+
+class AdditionTask:
+    """Streamed n-digit addition with a curriculum and fixed teacher-forced eval sets.
+
+    Attributes: ``n_digits``; ``n_ctx`` (model context); ``eq_pos`` (2n + 1, the first
+    answer-predicting position); ``stages`` [(lo, hi, steps)]; ``test_a``/``test_b`` and
+    ``train_a``/``train_b`` (int64 operands of the eval sets); ``test_tokens`` and
+    ``train_tokens`` (full sequences, (N_EVAL, 3n + 4)).
+    """
+
+    name = "addition"
+    d_vocab = VOCAB_SIZE
+    d_vocab_out = VOCAB_SIZE
+    batch_size = 512
+
+    def __init__(self, cfg: TaskConfig, split: dict[str, Tensor] | None = None):
+        check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum)
+        self.cfg = cfg
+        self.n_digits = n = cfg.n_digits
+        self.n_ctx = context_length(n, cfg.n_ctx)
+        self.input_len = input_length(n)
+        self.eq_pos = prompt_length(n) - 1
+        self.n_answer = answer_length(n)
+        self.stages = parse_curriculum(cfg.curriculum, n)
+        split = split or {}
+        if all(k in split for k in ("test_a", "test_b", "train_a", "train_b")):
+            self.test_a, self.test_b = split["test_a"].long(), split["test_b"].long()
+            self.train_a, self.train_b = split["train_a"].long(), split["train_b"].long()
+        else:
+            g = torch.Generator().manual_seed(cfg.split_seed)
+            a, b = sample_operand_digits(g, N_EVAL, n, n, n)
+            self.test_a, self.test_b = digits_to_int(a), digits_to_int(b)
+            g = torch.Generator().manual_seed(cfg.split_seed + 1)
+            lo, hi, _ = self.stages[-1]
+            a, b = sample_operand_digits(g, N_EVAL, lo, hi, n)
+            self.train_a, self.train_b = digits_to_int(a), digits_to_int(b)
+        self.test_tokens = sequences_from_ints(self.test_a, self.test_b, n)
+        self.train_tokens = sequences_from_ints(self.train_a, self.train_b, n)
+
+    def split_tensors(self) -> dict[str, Tensor]:
+        """The fixed eval operands (int64), saved with a run as split.safetensors."""
+        return {k: getattr(self, k).contiguous() for k in ("test_a", "test_b", "train_a", "train_b")}
+
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """(lo, hi) digit counts of the curriculum stage for optimizer step `step` (0-based)."""
+        end = 0
+        for lo, hi, steps in self.stages:
+            end += steps
+            if step < end:
+                return lo, hi
+        return self.stages[-1][0], self.stages[-1][1]
+
+    def split_sequences(self, seq: Int[Tensor, "b seq"]) -> tuple[Int[Tensor, "b inp"], Int[Tensor, "b ans"]]:
+        """(model input = all but the last token, labels = the n + 2 answer tokens)."""
+        return seq[:, :-1], seq[:, self.eq_pos + 1 :]
+
+    # --- the interface the trainer uses ----------------------------------------------------
+    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
+        """A fresh batch drawn from `generator` at the curriculum stage of `step`.
+
+        Returns (tokens (batch, 3n + 3), labels (batch, n + 2)) on `device`. The batch size
+        is `self.batch_size`: the trainer sets it from TrainConfig.batch_size (0 keeps 512).
+        """
+        lo, hi = self.stage_at(step)
+        a, b = sample_operand_digits(generator, self.batch_size, lo, hi, self.n_digits)
+        tokens, labels = self.split_sequences(build_sequences(a, b))
+        return tokens.to(device), labels.to(device)
+
+    def answer_logits(self, model, tokens: Int[Tensor, "batch inp"], labels: Int[Tensor, "batch ans"] | None,
+                      fast: bool = True) -> tuple[Float[Tensor, "rows vocab"], Int[Tensor, "rows"] | None]:
+        """Logits (batch * (n + 2), vocab) at the answer-predicting positions, and flat labels.
+
+        Row ``r * (n + 2) + i`` is example r's prediction of answer token i.
+        """
+        from grokscope.fastpath import supports_fast_path
+
+        if fast and supports_fast_path(model):
+            logits = answer_position_logits(model, tokens, self.eq_pos)
+        else:
+            logits = model(tokens)[:, self.eq_pos :]
+        return logits.reshape(-1, logits.shape[-1]), (None if labels is None else labels.reshape(-1))
+
+    @torch.no_grad()
+    def answer_predictions(self, model, seq: Int[Tensor, "b seq"], fast: bool = True,
+                           batch_size: int = 4096) -> tuple[Float[Tensor, "b ans vocab"], Int[Tensor, "b ans"]]:
+        """Teacher-forced answer logits (b, n + 2, vocab) for full sequences, and their labels."""
+        device = next(model.parameters()).device
+        out = []
+        for i in range(0, len(seq), batch_size):
+            tokens, _ = self.split_sequences(seq[i : i + batch_size])
+            logits, _ = self.answer_logits(model, tokens.to(device), None, fast)
+            out.append(logits.float().cpu().view(len(tokens), self.n_answer, -1))
+        return torch.cat(out), self.split_sequences(seq)[1]
+
+    @torch.no_grad()
+    def evaluate(self, model, fast: bool = True) -> dict[str, float]:
+        """Teacher-forced metrics on the fixed eval sets.
+
+        ``{train,test}_loss``: float64 cross-entropy over all answer tokens; ``{train,test}_acc``:
+        exact match (every answer token, EOS included, is the argmax); ``test_token_acc``;
+        ``test_digit{i}_acc`` for answer digit i = 0 (units) .. n; ``test_eos_acc``.
+        """
+        from grokscope.losses import cross_entropy
+
+        was_training = model.training
+        model.eval()
+        out: dict[str, float] = {}
+        for split, seq in (("train", self.train_tokens), ("test", self.test_tokens)):
+            logits, labels = self.answer_predictions(model, seq, fast)
+            out[f"{split}_loss"] = cross_entropy(logits.flatten(0, 1), labels.flatten()).item()
+            right = logits.argmax(-1) == labels  # (b, n + 2)
+            out[f"{split}_acc"] = right.all(-1).double().mean().item()
+            if split == "test":
+                out["test_token_acc"] = right.double().mean().item()
+                per = right.double().mean(0)
+                for i in range(self.n_digits + 1):
+                    out[f"test_digit{i}_acc"] = per[i].item()
+                out["test_eos_acc"] = per[-1].item()
+        model.train(was_training)
+        return out

@@ -1,0 +1,232 @@
+"""The addition task: 777 format, curriculum, streamed batches, fast path, eval, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import grokscope
+from grokscope.addition_format import (
+    EOS,
+    EQ,
+    PLUS,
+    carry_chain_length,
+    check_addition_config,
+    decode_answer,
+    encode,
+    parse_curriculum,
+)
+from grokscope.config import ConfigError, TaskConfig, preset
+from grokscope.constants import METRICS_FILENAME
+from grokscope.model import build_model_for_task, param_count
+from grokscope.tasks import make_task
+from grokscope.tasks.addition import (
+    AdditionTask,
+    add_digits,
+    answer_position_logits,
+    int_to_digits,
+    longest_carry_chain,
+    sequences_from_ints,
+)
+from tests.adder_stubs import OracleStub
+
+
+def small_config(**over):
+    """The adder-777 architecture on 3-digit addition, a few dozen steps of batch 64."""
+    base = dict(n_digits=3, curriculum="1-2:20,1-3:20", epochs=40, batch_size=64, warmup_steps=4,
+                log_every=5, n_checkpoints=10, n_log_checkpoints=0)
+    base.update(over)
+    return preset("adder-777").replace(**base)
+
+
+# --- format -------------------------------------------------------------------------------
+
+def test_encode_known_example():
+    seq = encode(123, 456, 10)
+    prompt = [0] * 7 + [1, 2, 3] + [PLUS] + [0] * 7 + [4, 5, 6] + [EQ]
+    assert seq == prompt + [9, 7, 5] + [0] * 8 + [EOS]  # 579 reversed, 11 digits
+    assert len(seq) == 34 and decode_answer(seq[22:], 10) == 579
+    top = 10**10 - 1
+    assert decode_answer(encode(top, top, 10)[22:], 10) == 2 * top
+    assert decode_answer([1, 2, EOS, 0], 3) is None  # a non-digit inside the n+1 digits
+
+
+def test_tensor_sequences_match_python_encoding():
+    pairs = [(0, 0), (123, 456), (9999999999, 1), (9999999999, 9999999999), (5555555555, 4444444445),
+             (1234567890, 9876543210), (7, 80000)]
+    a = torch.tensor([p[0] for p in pairs])
+    b = torch.tensor([p[1] for p in pairs])
+    seq = sequences_from_ints(a, b, 10)
+    assert seq.tolist() == [encode(x, y, 10) for x, y in pairs]
+    with pytest.raises(ConfigError):
+        sequences_from_ints(torch.tensor([10**10]), torch.tensor([0]), 10)
+
+
+@pytest.mark.parametrize("a,b,chain", [(0, 0, 0), (5, 5, 1), (95, 5, 2), (9999999999, 1, 10), (909, 101, 1),
+                                       (555, 445, 3), (123, 456, 0), (9999999999, 9999999999, 10)])
+def test_carry_chain_known_answers(a, b, chain):
+    assert carry_chain_length(a, b) == chain
+    _, carries = add_digits(int_to_digits(torch.tensor([a]), 10), int_to_digits(torch.tensor([b]), 10))
+    assert longest_carry_chain(carries).item() == chain
+
+
+def test_tensor_carry_chain_matches_python_on_random_pairs():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 10**6, (500,), generator=g)
+    b = 999_999 - a + torch.randint(-3, 3, (500,), generator=g).clamp(min=0)  # many long chains
+    b = b.clamp(0, 999_999)
+    _, carries = add_digits(int_to_digits(a, 6), int_to_digits(b, 6))
+    expected = [carry_chain_length(int(x), int(y)) for x, y in zip(a, b)]
+    assert longest_carry_chain(carries).tolist() == expected
+    assert max(expected) >= 5
+
+
+# --- config and curriculum ----------------------------------------------------------------
+
+def test_curriculum_parsing_and_stages():
+    assert parse_curriculum("1-3:2000,1-6:5000,1-10:20000", 10) == [(1, 3, 2000), (1, 6, 5000), (1, 10, 20000)]
+    task = AdditionTask(TaskConfig(task="addition"))
+    assert [task.stage_at(s) for s in (0, 1999, 2000, 6999, 7000, 26999, 10**6)] == [
+        (1, 3), (1, 3), (1, 6), (1, 6), (1, 10), (1, 10), (1, 10)]
+
+
+@pytest.mark.parametrize("over,match", [
+    (dict(n_digits=0), "n_digits must be >= 1"),
+    (dict(n_ctx=32), "context too short"),
+    (dict(n_digits=12, n_ctx=35), "context too short"),  # 12 digits need 3*12+3 = 39
+    (dict(curriculum="1-11:5"), "bad curriculum stage"),
+    (dict(curriculum="three:5"), "bad curriculum stage"),
+])
+def test_bad_addition_config_is_one_line_error(over, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        preset("adder-777").replace(**over).validate()
+    assert "\n" not in str(e.value)
+
+
+def test_preset_has_777_parameters_and_context_35():
+    cfg = preset("adder-777").validate()
+    task = make_task(cfg.task)
+    assert (task.n_ctx, task.d_vocab, task.input_len) == (35, 14, 33)
+    model = build_model_for_task(cfg.model, task)
+    assert param_count(model) == 777
+    assert cfg.train.warmup_steps == 1350 == 0.05 * cfg.train.epochs
+    check_addition_config(10, 33, cfg.task.curriculum)  # 33 is enough: positions 0..32
+
+
+# --- batches --------------------------------------------------------------------------------
+
+def test_train_batches_follow_curriculum_and_are_correct_sums():
+    task = AdditionTask(TaskConfig(task="addition"))
+    task.batch_size = 256
+    g = torch.Generator().manual_seed(0)
+    tokens, labels = task.train_batch(0, g, "cpu")
+    assert tokens.shape == (256, 33) and labels.shape == (256, 12)
+    a = tokens[:, :10] @ (10 ** torch.arange(9, -1, -1))
+    b = tokens[:, 11:21] @ (10 ** torch.arange(9, -1, -1))
+    assert int(a.max()) < 1000 and int(b.max()) < 1000  # stage 1: 1-3 digits
+    for r in range(256):
+        assert decode_answer(labels[r].tolist(), 10) == int(a[r] + b[r])
+    assert (labels[:, -1] == EOS).all()
+    # teacher forcing: the model input holds the answer digits shifted by one
+    assert torch.equal(tokens[:, 22:], labels[:, :-1]) and (tokens[:, 21] == EQ).all()
+    # stage 3: all digit counts 1..10 occur
+    tokens, _ = task.train_batch(10_000, g, "cpu")
+    a = tokens[:, :10]
+    n_digits = 10 - (a != 0).int().argmax(1)
+    assert set(n_digits.tolist()) >= set(range(3, 11))
+
+
+def test_batches_are_deterministic_given_the_generator():
+    task = AdditionTask(TaskConfig(task="addition"))
+    x1 = task.train_batch(5, torch.Generator().manual_seed(7), "cpu")
+    x2 = task.train_batch(5, torch.Generator().manual_seed(7), "cpu")
+    x3 = task.train_batch(5, torch.Generator().manual_seed(8), "cpu")
+    assert torch.equal(x1[0], x2[0]) and not torch.equal(x1[0], x3[0])
+
+
+def test_eval_sets_are_seeded_and_round_trip_through_the_split():
+    cfg = TaskConfig(task="addition")
+    t1 = AdditionTask(cfg)
+    assert t1.test_a.shape == (2000,) and int(t1.test_a.max()) < 10**10
+    assert int(t1.test_a.min()) >= 0 and int(t1.test_a.max()) > 10**9  # full-length operands
+    t2 = make_task(cfg, t1.split_tensors())
+    assert torch.equal(t2.test_tokens, t1.test_tokens) and torch.equal(t2.train_tokens, t1.train_tokens)
+    t3 = AdditionTask(TaskConfig(task="addition", split_seed=1))
+    assert not torch.equal(t3.test_a, t1.test_a)
+
+
+# --- model side -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("over", [{}, {"act_fn": "gelu_new", "n_heads": 7, "d_head": 1},
+                                  {"normalization": "none", "biases": True, "tied_embeddings": False}])
+def test_fast_path_equals_hooked_forward(over):
+    cfg = preset("adder-777").replace(**over)
+    task = make_task(cfg.task)
+    model = build_model_for_task(cfg.model, task)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    tokens, labels = task.train_batch(20_000, torch.Generator().manual_seed(1), "cpu")
+    tokens = tokens[:64]
+    with torch.no_grad():
+        ref = model(tokens)[:, task.eq_pos :]
+        fast = answer_position_logits(model, tokens, task.eq_pos)
+    assert fast.shape == (64, 12, 14)
+    assert (fast - ref).abs().max().item() < 1e-4
+
+
+def test_evaluate_scores_an_oracle_and_a_known_fraction_of_errors():
+    task = AdditionTask(TaskConfig(task="addition"))
+    perfect = task.evaluate(OracleStub(10), fast=False)
+    assert perfect["test_acc"] == 1.0 and perfect["train_acc"] == 1.0 and perfect["test_loss"] < 1e-3
+    # wrong on digit 2 whenever a's units digit is 7: known fraction wrong, only digit 2 hurt
+    stub = OracleStub(10, corrupt=lambda a, b, i, t: (t + 1) % 10 if i == 2 and a % 10 == 7 else t)
+    scores = task.evaluate(stub, fast=False)
+    frac = (task.test_a % 10 != 7).double().mean().item()
+    assert scores["test_acc"] == pytest.approx(frac)
+    assert scores["test_digit2_acc"] == pytest.approx(frac)
+    assert scores["test_digit1_acc"] == 1.0 and scores["test_eos_acc"] == 1.0
+    assert {"train_loss", "test_loss", "train_acc", "test_acc", "test_token_acc"} <= set(scores)
+
+
+# --- training -------------------------------------------------------------------------------
+
+def _final_weights(run):
+    return load_file(run.checkpoint_path(run.steps[-1]))
+
+
+def test_streamed_training_is_deterministic(tmp_path):
+    a = grokscope.train(small_config(), tmp_path / "a", progress=False)
+    b = grokscope.train(small_config(), tmp_path / "b", progress=False)
+    assert (a.path / METRICS_FILENAME).read_text() == (b.path / METRICS_FILENAME).read_text()
+    wa, wb = _final_weights(a), _final_weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.steps == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
+    assert torch.equal(a.task.test_a, make_task(small_config().task).test_a)  # split saved, reloaded
+    assert a.metrics["train_loss"].iloc[-1] < a.metrics["train_loss"].iloc[0]
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    ref = grokscope.train(small_config(), tmp_path / "ref", progress=False)
+
+    original = AdditionTask.train_batch
+
+    def crashing(self, step, generator, device):
+        if step == 23:  # the last checkpoint before the crash is step 20
+            raise _Crash
+        return original(self, step, generator, device)
+
+    monkeypatch.setattr(AdditionTask, "train_batch", crashing)
+    with pytest.raises(_Crash):
+        grokscope.train(small_config(), tmp_path / "victim", progress=False)
+    monkeypatch.setattr(AdditionTask, "train_batch", original)
+    resumed = grokscope.train(None, tmp_path / "victim", resume=True, progress=False)
+
+    assert (resumed.path / METRICS_FILENAME).read_text() == (ref.path / METRICS_FILENAME).read_text()
+    wr, wv = _final_weights(ref), _final_weights(resumed)
+    assert all(torch.equal(wr[k], wv[k]) for k in wr)
