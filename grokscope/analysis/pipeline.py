@@ -153,7 +153,8 @@ def _checkpoint_row(model, task, final_freqs: list[int], b_sign: int | None) -> 
             # each k costs a full float64 log-softmax over the train split.
             per_k = excluded_loss_per_frequency(logits, labels, task.train_idx, final_freqs, b_sign=b_sign)
             excluded_k[list(final_freqs)] = per_k.numpy()
-        row["distance_irrelevance"] = distance_irrelevance(logits, labels)
+        if task.p % 2:  # the (a+b, a-b) table is only a bijection of the grid for odd p
+            row["distance_irrelevance"] = distance_irrelevance(logits, labels)
     collapse = softmax_collapse(ds_logits, task.labels, task.train_idx)
     row["softmax_collapse"] = collapse.sum_is_one
     row["zero_loss_frac"] = collapse.zero_loss
@@ -175,7 +176,7 @@ def _final_arrays(model, task, b_sign: int | None) -> dict[str, np.ndarray]:
             "logit_spectrum": fourier_2d(out.logits.double(), p).norm(dim=-1).numpy(),
         }
         labels = _grid_labels(task)
-        if b_sign is not None and labels is not None:
+        if b_sign is not None and labels is not None and p % 2:
             arrays["distance_table"] = distance_table(out.logits, labels).numpy()
     return arrays
 
