@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from grokscope.constants import CHECKPOINTS_DIRNAME, checkpoint_filename, step_from_filename
@@ -60,18 +60,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-        save_file(clean, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(clean, metadata=metadata))
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
