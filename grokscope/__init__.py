@@ -8,6 +8,10 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.load_run(path) -> Run
     grokscope.build_model(model_cfg, d_vocab, d_vocab_out, n_ctx) -> HookedTransformer
     grokscope.param_count(model) -> int
+    grokscope.analyze(run) -> Analysis        (tables, key frequencies, phases)
+    grokscope.write_report(analysis) -> Path  (RUN_DIR/report.html)
+    grokscope.embedding_spectrum(model, p), grokscope.key_frequencies(model, task),
+    grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ _LAZY = {
     "train": "grokscope.trainer",
     "Run": "grokscope.run",
     "load_run": "grokscope.run",
+    "analyze": "grokscope.analysis.pipeline",
+    "Analysis": "grokscope.analysis.pipeline",
+    "write_report": "grokscope.report",
+    "embedding_spectrum": "grokscope.analysis.fourier",
+    "neuron_logit_spectrum": "grokscope.analysis.fourier",
+    "fourier_basis": "grokscope.analysis.fourier",
+    "key_frequencies": "grokscope.analysis.on_task",
+    "restricted_loss": "grokscope.analysis.on_task",
+    "excluded_loss": "grokscope.analysis.on_task",
+    "excluded_loss_per_frequency": "grokscope.analysis.on_task",
+    "trig_fit": "grokscope.analysis.on_task",
+    "distance_irrelevance": "grokscope.analysis.on_task",
+    "gradient_symmetricity": "grokscope.analysis.on_task",
 }
 
 __all__ = sorted(_LAZY)

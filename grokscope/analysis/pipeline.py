@@ -42,6 +42,7 @@ from grokscope.analysis.clock_pizza import distance_irrelevance, distance_table,
 from grokscope.analysis.common import all_pairs_run
 from grokscope.analysis.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
 from grokscope.analysis.key_frequencies import key_frequencies_from_activations
+from grokscope.analysis.on_task import B_SIGN
 from grokscope.analysis.phases import Phases, detect_phases
 from grokscope.analysis.progress import (
     excluded_loss,
@@ -64,7 +65,6 @@ META_FILE = "meta.json"
 ANALYSIS_FILES = (TABLE_FILE, SPECTRA_FILE, NEURONS_FILE, FINAL_FILE, META_FILE)
 ANALYSIS_VERSION = 1
 
-B_SIGN = {"add": 1, "sub": -1}
 
 
 @dataclass
