@@ -68,6 +68,7 @@ class ModelConfig:
     tied_embeddings: bool = False
     biases: bool = True
     seed: int = 999
+    init_range: float = 0.0  # std of the N(0, std) weight init; 0 = TransformerLens's 0.8/sqrt(d_model)
 
 
 @dataclass
@@ -176,6 +177,8 @@ class RunConfig:
             raise ConfigError(
                 f"unknown normalization '{m.normalization}' (choose from {', '.join(NORMALIZATIONS)})"
             )
+        if m.init_range < 0:
+            raise ConfigError(f"init_range must be >= 0 (0 = TransformerLens default), got {m.init_range}")
         if tr.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {tr.epochs}")
         if tr.lr <= 0:
@@ -274,7 +277,21 @@ def _adder_777() -> RunConfig:
     )
 
 
-PRESETS = {"nanda": _nanda, "menon-d7": _menon_d7, "modular-d7": _modular_d7, "adder-777": _adder_777}
+def _mini_grok() -> RunConfig:
+    # A small model that memorises by epoch ~240 and groks (test acc >= 99%) around 2,100:
+    # small enough (16k parameters) to commit 150 checkpoints as the reference run.
+    return RunConfig(
+        task=TaskConfig(task="modular", op="add", p=59, train_frac=0.5, split_seed=598),
+        model=ModelConfig(n_layers=1, d_model=32, n_heads=4, d_head=8, d_mlp=128,
+                          act_fn="relu", normalization="none", seed=999),
+        train=TrainConfig(epochs=3_000, lr=2e-3, weight_decay=1.0, beta1=0.9, beta2=0.98,
+                          warmup_steps=10, n_checkpoints=150, n_log_checkpoints=30, log_every=20),
+        preset="mini-grok",
+    )
+
+
+PRESETS = {"nanda": _nanda, "menon-d7": _menon_d7, "modular-d7": _modular_d7, "mini-grok": _mini_grok,
+           "adder-777": _adder_777}
 
 
 def preset(name: str) -> RunConfig:
@@ -303,6 +320,7 @@ FIELD_HELP: dict[str, str] = {
     "tied_embeddings": "unembedding is the embedding transposed (one parameter)",
     "biases": "biases in attention, MLP and unembedding",
     "seed": "model initialisation seed",
+    "init_range": "std of the normal weight init (0 = TransformerLens default 0.8/sqrt(d_model))",
     "epochs": "optimizer steps",
     "lr": "peak learning rate",
     "weight_decay": "AdamW weight decay",

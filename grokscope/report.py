@@ -46,14 +46,18 @@ def _phase_shapes(fig, phases, row=None, col=None, log_x=True) -> None:
     if phases.cleanup_start is not None and phases.cleanup_end is not None:
         spans.append(("cleanup", phases.cleanup_start, phases.cleanup_end))
     kw = {} if row is None else {"row": row, "col": col}
+    # No text labels: on log axes plotly puts shapes in data coordinates but annotations in
+    # log10 coordinates, which stretched the axis to 1e288. Captions name the colours.
     for name, x0, x1 in spans:
         if x1 is None or x1 <= x0:
             continue
-        fig.add_vrect(x0=max(x0, first), x1=x1, fillcolor=PHASE_COLOURS[name], line_width=0,
-                      annotation_text=name, annotation_position="top left", **kw)
+        fig.add_vrect(x0=max(x0, first), x1=x1, fillcolor=PHASE_COLOURS[name], line_width=0, **kw)
     if phases.grok_step is not None:
-        fig.add_vline(x=max(phases.grok_step, first), line_dash="dash", line_color="black",
-                      annotation_text="grok", **kw)
+        fig.add_vline(x=max(phases.grok_step, first), line_dash="dash", line_color="black", **kw)
+
+
+PHASE_LEGEND = ("Shading: blue = memorisation, green = circuit formation, red = cleanup; "
+                "dashed line = grok step (test accuracy >= 99%).")
 
 
 def _xaxis_steps(table: pd.DataFrame) -> np.ndarray:
@@ -76,7 +80,7 @@ def _loss_figures(a) -> list[tuple[str, str, object]]:
     for c in (1, 2):
         _phase_shapes(fig, a.phases, 1, c)
     fig.update_layout(height=420, margin=dict(t=60))
-    figs.append(("Loss and accuracy", "Log axes; shaded spans are the detected phases (definitions below).", fig))
+    figs.append(("Loss and accuracy", "Log axes. " + PHASE_LEGEND, fig))
 
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for name, col, dash in (("train loss", "train_loss", None), ("test loss", "test_loss", None),
@@ -93,7 +97,7 @@ def _loss_figures(a) -> list[tuple[str, str, object]]:
     figs.append(("Progress measures (Nanda et al., Figure 6)",
                  "Restricted loss keeps only the final key frequencies' directions of the logits; excluded loss "
                  "removes them (train split). Restricted loss falling before test loss means the generalising "
-                 "circuit forms before the model stops relying on memorisation.", fig))
+                 "circuit forms before the model stops relying on memorisation. " + PHASE_LEGEND, fig))
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=t["step"], y=t["gini_embed"], name="Gini of W_E spectrum"))
@@ -171,14 +175,14 @@ def _structure_figures(a) -> list[tuple[str, str, object]]:
     att = a.final.get("attention")
     if att is not None:
         n_heads = att.shape[1]
-        titles = [f"head {h}: '=' → a" for h in range(n_heads)] + [f"head {h}: |2D spectrum|" for h in range(n_heads)]
+        titles = [f"head {h}: '=' → a" for h in range(n_heads)] + [f"head {h}: log10 |2D spectrum|" for h in range(n_heads)]
         fig = make_subplots(rows=2, cols=n_heads, subplot_titles=titles, vertical_spacing=0.12)
         spec = a.final["attention_spectrum"]
         for h in range(n_heads):
             fig.add_trace(go.Heatmap(z=att[0, h], coloraxis="coloraxis"), 1, h + 1)
-            fig.add_trace(go.Heatmap(z=np.abs(spec[0, h]), coloraxis="coloraxis2"), 2, h + 1)
+            fig.add_trace(go.Heatmap(z=np.log10(np.abs(spec[0, h]) + 1e-6), coloraxis="coloraxis2"), 2, h + 1)
         fig.update_layout(height=620, coloraxis=dict(colorscale="Viridis", colorbar=dict(x=1.02, len=0.45, y=0.78)),
-                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.45, y=0.22)))
+                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.45, y=0.22, title="log10")))
         fig.update_xaxes(title="b")
         fig.update_yaxes(title="a", row=1)
         figs.append(("Attention from '=' over the (a, b) grid (final checkpoint)",
