@@ -58,6 +58,13 @@ def _layer_norm(x: Tensor, ln, eps: float) -> Tensor:
 
 def last_position_logits(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab_out"]:
     """Logits at the last position, equal to `model(tokens)[:, -1]` for 1-layer models."""
+    return last_position_forward(model, tokens)[0]
+
+
+def last_position_forward(
+    model, tokens: Int[Tensor, "batch pos"]
+) -> tuple[Float[Tensor, "batch d_vocab_out"], Float[Tensor, "batch d_mlp"]]:
+    """(logits, MLP hook_post) at the last position, as the hooked forward computes them."""
     cfg = model.cfg
     block = model.blocks[0]
     attn = block.attn
@@ -94,4 +101,4 @@ def last_position_logits(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tenso
     post = _ACTS[cfg.act_fn](x @ block.mlp.W_in + block.mlp.b_in)
     resid = resid + post @ block.mlp.W_out + block.mlp.b_out
     x = _layer_norm(resid, lnf, cfg.eps)
-    return x @ model.W_U + model.b_U
+    return x @ model.W_U + model.b_U, post

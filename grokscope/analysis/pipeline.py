@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from grokscope.analysis.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
 from grokscope.analysis.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
-from grokscope.analysis.common import all_pairs_run
+from grokscope.analysis.common import all_pairs_run, all_pairs_tokens
 from grokscope.analysis.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
 from grokscope.analysis.key_frequencies import key_frequencies_from_activations
 from grokscope.analysis.on_task import B_SIGN
@@ -56,6 +56,7 @@ from grokscope.analysis.softmax_collapse import softmax_collapse
 from grokscope.checkpoints import CheckpointError, atomic_write_bytes, load_tensors
 from grokscope.config import ConfigError
 from grokscope.constants import ANALYSIS_DIRNAME
+from grokscope.fastpath import last_position_forward, supports_fast_path
 
 TABLE_FILE = "checkpoints.csv"
 SPECTRA_FILE = "spectra.csv"
@@ -112,8 +113,12 @@ def _grid_labels(task) -> torch.Tensor | None:
 def _checkpoint_row(model, task, final_freqs: list[int], b_sign: int | None) -> tuple[dict, dict]:
     """Measures of one checkpoint: (table row, per-frequency arrays)."""
     p = task.p
-    out = all_pairs_run(model, p)
-    logits = out.logits.float()
+    if supports_fast_path(model):  # exact, and skips the positions that do not reach the logits
+        logits, mlp_post = last_position_forward(model, all_pairs_tokens(p))
+    else:
+        out = all_pairs_run(model, p)
+        logits, mlp_post = out.logits, out.mlp_post
+    logits = logits.float()
     labels = _grid_labels(task)
     row: dict[str, float] = {}
     # Loss and accuracy from the enumerated dataset (works for div too).
@@ -123,7 +128,7 @@ def _checkpoint_row(model, task, final_freqs: list[int], b_sign: int | None) -> 
         row[f"{split}_loss"] = float(-lp.gather(-1, task.labels[idx, None]).mean())
         row[f"{split}_acc"] = float((ds_logits[idx].argmax(-1) == task.labels[idx]).double().mean())
 
-    kf = key_frequencies_from_activations(out.mlp_post, p) if out.mlp_post is not None else None
+    kf = key_frequencies_from_activations(mlp_post, p) if mlp_post is not None else None
     row["n_key_freqs"] = len(kf.freqs) if kf is not None else 0
     row["key_freqs"] = " ".join(map(str, kf.freqs)) if kf is not None else ""
 
