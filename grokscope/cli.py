@@ -105,12 +105,26 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Recompute every checkpoint, not only new ones.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def analyze(run_dir, force, progress) -> None:
-    """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html."""
+@click.option("--runs", "analyze_runs", is_flag=True, help="For a sweep folder: also analyse every finished run.")
+def analyze(run_dir, force, progress, analyze_runs) -> None:
+    """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html.
+
+    Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
+    """
     import warnings
 
+    from grokscope.sweep_report import is_sweep_dir
     from grokscope.trainer import is_run_dir
 
+    if is_sweep_dir(run_dir):
+        from grokscope.sweep_report import write_sweep_report
+
+        try:
+            path = write_sweep_report(run_dir, analyze_runs=analyze_runs, progress=progress)
+        except ConfigError as e:
+            fail(str(e))
+        click.echo(f"sweep report: {path}")
+        return
     if not is_run_dir(run_dir):
         fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
     try:
@@ -173,6 +187,44 @@ def verify(run_dir, step, n_pairs, seed, max_failures) -> None:
     header = (f"verify {run.path} step {step}: {n}-digit addition, {param_count(model)} parameters, "
               f"greedy decoding, seed {seed}")
     click.echo(format_result(res, header, max_failures))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Sweep folder (default: sweeps/<spec name>). Re-running skips finished points.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: tasks on a Ray cluster.")
+@click.option("--address", default=None, help="Ray cluster address (ray backend; default: start a local one).")
+@click.option("--workers", type=int, default=None, help="Parallel workers (default: every core).")
+@click.option("--stack", type=int, default=None,
+              help="Models trained together in one stacked step (default: 16 on CUDA, 1 on CPU).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def sweep(spec, out, backend, address, workers, stack, progress) -> None:
+    """Train every point of the grid in SPEC (TOML), each into an ordinary run folder.
+
+    \b
+    SPEC:  preset = "modular-d7"
+           [overrides]  epochs = 3000
+           [grid]       d_model = [4, 6, 8]   seed = [0, 1, 2]
+    Then `grokscope analyze OUT` writes the sweep report.
+    """
+    from grokscope.sweep import load_spec, run_sweep
+
+    try:
+        if workers is not None and workers < 1:
+            fail(f"--workers must be >= 1, got {workers}")
+        parsed = load_spec(spec)
+        out_dir = out if out is not None else Path("sweeps") / parsed.name
+        status = run_sweep(parsed, out_dir, backend=backend, address=address, workers=workers, stack=stack,
+                           progress=progress)
+    except ConfigError as e:
+        fail(str(e))
+    failed = {k: v for k, v in status.items() if v.get("status") == "failed"}
+    done = sum(v.get("status") == "done" for v in status.values())
+    click.echo(f"{out_dir}: {done}/{len(status)} points done, {len(failed)} failed")
+    for name, v in failed.items():
+        click.echo(f"  failed {name}: {v.get('error')}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -80,6 +80,7 @@ def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, 
         positional_embedding_type="standard",
         device=device,
         seed=None,  # seeding is ours (below): TL's seed would reseed Python/numpy globally
+        initializer_range=cfg.init_range if cfg.init_range > 0 else -1.0,  # -1: TL's 0.8/sqrt(d_model)
     )
 
 

@@ -110,6 +110,39 @@ def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
     )
 
 
+def start_run_dir(out_dir: Path, config: RunConfig, task) -> None:
+    """Lay out a fresh run directory: checkpoints/, config.json, the split, an empty metrics file."""
+    (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_bytes(out_dir / CONFIG_FILENAME, config.to_json().encode())
+    ckpt.atomic_save_tensors(out_dir / SPLIT_FILENAME, task.split_tensors())
+    (out_dir / METRICS_FILENAME).write_text("")
+
+
+def log_step(out_dir: Path, step: int, lr: float, model, task, optimizer, data_gen, grad_filter,
+             schedule: set[int], fast: bool) -> dict:
+    """Append one metrics line for `model` at `step`; at scheduled steps also save the weights
+    and the resume state (optimizer, RNG, grad-filter memory). Returns the metrics row.
+
+    Shared by `train` and the stacked sweep trainer, so both write identical run folders.
+    """
+    row = {"step": step, **task.evaluate(model, fast=fast), "weight_norm": weight_norm(model), "lr": lr}
+    if step in schedule:
+        ckpt.save_weights(out_dir, step, model)
+    with open(out_dir / METRICS_FILENAME, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    if step in schedule:
+        tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.data"] = data_gen.get_state()
+        if grad_filter is not None:
+            tensors.update(grad_filter.state_tensors())
+        # Written last: a resume restarts from the newest step whose weights exist.
+        ckpt.atomic_save_tensors(
+            out_dir / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta}
+        )
+    return row
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path | None = None,
@@ -171,28 +204,10 @@ def train(
         _truncate_metrics(metrics_path, start)
         (out_dir / DONE_FILENAME).unlink(missing_ok=True)
     else:
-        (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_bytes(out_dir / CONFIG_FILENAME, config.to_json().encode())
-        ckpt.atomic_save_tensors(out_dir / SPLIT_FILENAME, task.split_tensors())
-        metrics_path.write_text("")
+        start_run_dir(out_dir, config, task)
 
     def log_and_save(step: int, lr: float) -> dict:
-        row = {"step": step, **task.evaluate(model, fast=tcfg.fast_path), "weight_norm": weight_norm(model), "lr": lr}
-        if step in schedule:
-            ckpt.save_weights(out_dir, step, model)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if step in schedule:
-            tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer)
-            tensors["rng.torch"] = torch.get_rng_state()
-            tensors["rng.data"] = data_gen.get_state()
-            if grad_filter is not None:
-                tensors.update(grad_filter.state_tensors())
-            # Written last: a resume restarts from the newest step whose weights exist.
-            ckpt.atomic_save_tensors(
-                out_dir / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta}
-            )
-        return row
+        return log_step(out_dir, step, lr, model, task, optimizer, data_gen, grad_filter, schedule, tcfg.fast_path)
 
     if start == 0 and not resume:
         log_and_save(0, lr_at(0, tcfg))

@@ -29,6 +29,7 @@ from grokscope.config import ConfigError
 
 __all__ = [
     "TOKEN_NAMES",
+    "analyze_adder",
     "analyze_adder_run",
     "attention_alignment",
     "carry_chain_set",
@@ -260,3 +261,90 @@ def analyze_adder_run(run, steps: list[int] | None = None, per_chain: int = 100,
                  "per_chain": per_chain, "test_pairs": int(len(test_seq))},
     }
 
+
+
+ADDER_FILES = {
+    "carry_chain": "adder_carry_chain.csv",
+    "alignment": "adder_alignment.csv",
+    "embed_pca": "adder_embed_pca.csv",
+}
+ADDER_ANALYSIS_VERSION = 1
+
+
+def analyze_adder(run, *, progress: bool = True, force: bool = False, per_chain: int = 100):
+    """`grokscope analyze` for an addition run: `analyze_adder_run` on every checkpoint,
+    written under RUN_DIR/analysis/ and returned as a pipeline `Analysis` (kind "adder").
+
+    Files: ``checkpoints.csv`` = the ``table`` of `analyze_adder_run` joined with the logged
+    train_loss/train_acc/test_loss/test_acc of each step; ``spectra.csv`` = (step, k,
+    embed): the digit-embedding spectrum over Z_10; ``neurons.csv`` (empty: no neuron
+    clustering for the adder); ``adder_carry_chain.csv``, ``adder_alignment.csv``,
+    ``adder_embed_pca.csv`` = the long tables of the same names; ``final.npz`` =
+    final_attention, pca_axes, pca_explained; ``meta.json``. ``Analysis.extra`` holds the
+    three long tables and the ``meta`` dict. The tables are reused when they already cover
+    exactly the run's checkpoints (unless ``force``); otherwise everything is recomputed,
+    since the PCA axes come from the final checkpoint.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from grokscope.analysis.phases import detect_phases
+    from grokscope.analysis.pipeline import (
+        FINAL_FILE,
+        META_FILE,
+        NEURONS_FILE,
+        SPECTRA_FILE,
+        TABLE_FILE,
+        Analysis,
+    )
+    from grokscope.checkpoints import atomic_write_bytes
+    from grokscope.constants import ANALYSIS_DIRNAME
+
+    steps = run.steps
+    if not steps:
+        raise ConfigError(f"{run.path} has no checkpoints to analyse")
+    folder = Path(run.path) / ANALYSIS_DIRNAME
+    folder.mkdir(exist_ok=True)
+    meta_path = folder / META_FILE
+    names = [TABLE_FILE, SPECTRA_FILE, FINAL_FILE, *ADDER_FILES.values()]
+    cached = None
+    if not force and meta_path.exists() and all((folder / f).exists() for f in names):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") == "adder" and meta.get("version") == ADDER_ANALYSIS_VERSION and meta.get("steps") == steps:
+            cached = meta
+    if cached is not None:
+        table = pd.read_csv(folder / TABLE_FILE)
+        spectra = pd.read_csv(folder / SPECTRA_FILE)
+        extra = {key: pd.read_csv(folder / f) for key, f in ADDER_FILES.items()}
+        with np.load(folder / FINAL_FILE) as f:
+            final = {k: f[k] for k in f.files}
+        extra["meta"] = cached["adder"]
+    else:
+        out = analyze_adder_run(run, per_chain=per_chain, progress=progress)
+        logged = run.metrics
+        cols = [c for c in ("step", "train_loss", "train_acc", "test_loss", "test_acc") if c in logged.columns]
+        table = logged[cols].drop_duplicates("step", keep="last").merge(out["table"], on="step", how="right")
+        spectra = out["embed_spectrum"].rename(columns={"norm": "embed"})
+        final = {k: np.asarray(out[k]) for k in ("final_attention", "pca_axes", "pca_explained")}
+        extra = {key: out[key] for key in ADDER_FILES}
+        extra["meta"] = out["meta"]
+        for key, f in ADDER_FILES.items():
+            atomic_write_bytes(folder / f, out[key].to_csv(index=False).encode())
+        atomic_write_bytes(folder / TABLE_FILE, table.to_csv(index=False).encode())
+        atomic_write_bytes(folder / SPECTRA_FILE, spectra.to_csv(index=False).encode())
+        atomic_write_bytes(folder / NEURONS_FILE, b"")
+        tmp = folder / ".final.tmp.npz"
+        np.savez_compressed(tmp, **final)
+        tmp.replace(folder / FINAL_FILE)
+    acc = table["test_acc"] if "test_acc" in table else table["exact_match"]
+    train_acc = table["train_acc"] if "train_acc" in table else acc
+    loss = table["test_loss"] if "test_loss" in table else table["loss"]
+    phases = detect_phases(table["step"], train_acc, acc, loss)
+    if cached is None:
+        meta = {"kind": "adder", "version": ADDER_ANALYSIS_VERSION, "steps": steps, "final_step": steps[-1],
+                "phases": phases.__dict__, "adder": extra["meta"]}
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=float).encode())
+    return Analysis(run=run, table=table, spectra=spectra, neurons=pd.DataFrame(), key_freqs=[],
+                    phases=phases, final=final, kind="adder", extra=extra)
