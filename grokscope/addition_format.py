@@ -28,6 +28,7 @@ from grokscope.config import ConfigError
 PLUS, EQ, PAD, EOS = 10, 11, 12, 13
 VOCAB_SIZE = 14
 DEFAULT_CURRICULUM = "1-3:2000,1-6:5000,1-10:20000"
+MAX_DIGITS = 18  # 2 * (10^18 - 1) < 2^63: operands and sums fit in int64
 
 
 def sequence_length(n_digits: int) -> int:
@@ -91,6 +92,8 @@ def check_addition_config(n_digits: int, n_ctx: int, curriculum: str) -> None:
     """Raise a one-line ConfigError if the addition task's settings cannot work."""
     if n_digits < 1:
         raise ConfigError(f"n_digits must be >= 1, got {n_digits}")
+    if n_digits > MAX_DIGITS:
+        raise ConfigError(f"n_digits must be <= {MAX_DIGITS} (sums are held as int64), got {n_digits}")
     if n_ctx < 0:
         raise ConfigError(f"n_ctx must be >= 0 (0 = default 3*n_digits+5), got {n_ctx}")
     ctx = context_length(n_digits, n_ctx)

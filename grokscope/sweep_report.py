@@ -152,7 +152,7 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> str
 
 
 def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
         return "–"
     if isinstance(v, float):
         return f"{v:.4f}" if v < 10 else f"{v:,.0f}"

@@ -80,7 +80,7 @@ def test_analyze_adder_run_tables(tmp_path):
     assert t["loss"].tolist() == pytest.approx(logged["test_loss"].tolist(), rel=1e-5)
     assert t["digit1_acc"].tolist() == pytest.approx(logged["test_digit1_acc"].tolist())
     assert set(out["carry_chain"]["chain"]) == {0, 1, 2, 3}
-    assert len(out["alignment"]) == 3 * 3 and len(out["embed_spectrum"]) == 3 * 6
+    assert len(out["alignment"]) == 3 * 3 and set(out["alignment"]["top_key"]) <= set(out["meta"]["key_labels"]) and len(out["embed_spectrum"]) == 3 * 6
     assert len(out["embed_pca"]) == 3 * 14
     assert out["final_attention"].shape == (5, 12)
     assert out["final_attention"].sum(1) == pytest.approx([1.0] * 5)

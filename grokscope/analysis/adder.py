@@ -160,7 +160,8 @@ def analyze_adder_run(run, steps: list[int] | None = None, per_chain: int = 100,
     - ``carry_chain`` (long DataFrame): step, chain (longest carry chain 0..n), pairs,
       exact_match — on the carry-chain set.
     - ``alignment`` (long DataFrame): step, digit i (0..n-1), mass_a, mass_b, mass_a_prev,
-      mass_b_prev (see `attention_alignment`).
+      mass_b_prev (see `attention_alignment`), top_key (label of the key position q_i
+      attends to most, e.g. "a8" when digit 9's query is stuck one place low), top_mass.
     - ``embed_spectrum`` (long DataFrame): step, k (0..5), norm (see
       `digit_embedding_spectrum`).
     - ``embed_pca`` (long DataFrame): step, token_id, token (name), pc1, pc2 — every token
@@ -202,6 +203,8 @@ def analyze_adder_run(run, steps: list[int] | None = None, per_chain: int = 100,
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint file {path} does not match the run's model: {e}") from None
 
+    key_labels = ([f"a{n - 1 - j}" for j in range(n)] + ["+"] + [f"b{n - 1 - j}" for j in range(n)] + ["="]
+                  + [f"s{i}" for i in range(n + 1)])
     load(steps[-1])
     axes, explained = embedding_pca_axes(model.W_E.detach())
     rows, chain_rows, align_rows, spec_rows, pca_rows = [], [], [], [], []
@@ -219,8 +222,11 @@ def analyze_adder_run(run, steps: list[int] | None = None, per_chain: int = 100,
         by_chain = _exact_by_group(c_right, chains)
         chain_rows += [{"step": step, "chain": k, "pairs": m, "exact_match": acc} for k, m, acc in by_chain]
         align = attention_alignment(pattern, n)
+        mean_pattern = pattern.double().mean(0)
         for i in range(n):
-            align_rows.append({"step": step, "digit": i, **{k: v[i].item() for k, v in align.items()}})
+            top = int(mean_pattern[i].argmax())
+            align_rows.append({"step": step, "digit": i, **{k: v[i].item() for k, v in align.items()},
+                               "top_key": key_labels[top], "top_mass": mean_pattern[i, top].item()})
         spectrum = digit_embedding_spectrum(W_E)
         spec_rows += [{"step": step, "k": k, "norm": spectrum[k].item()} for k in range(len(spectrum))]
         proj = project_embeddings(W_E, axes)
@@ -244,10 +250,8 @@ def analyze_adder_run(run, steps: list[int] | None = None, per_chain: int = 100,
             "pca_var_final_axes": ((centred @ axes.T).pow(2).sum() / total_var).item(),
         }
         rows.append(row)
-        final_attention = pattern.double().mean(0).numpy()
+        final_attention = mean_pattern.numpy()
 
-    key_labels = ([f"a{n - 1 - j}" for j in range(n)] + ["+"] + [f"b{n - 1 - j}" for j in range(n)] + ["="]
-                  + [f"s{i}" for i in range(n + 1)])
     return {
         "table": pd.DataFrame(rows),
         "carry_chain": pd.DataFrame(chain_rows),

@@ -93,6 +93,7 @@ def test_curriculum_parsing_and_stages():
 
 @pytest.mark.parametrize("over,match", [
     (dict(n_digits=0), "n_digits must be >= 1"),
+    (dict(n_digits=19, curriculum="1-19:5"), "n_digits must be <= 18"),
     (dict(n_ctx=32), "context too short"),
     (dict(n_digits=12, n_ctx=35), "context too short"),  # 12 digits need 3*12+3 = 39
     (dict(curriculum="1-11:5"), "bad curriculum stage"),
