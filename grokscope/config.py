@@ -266,12 +266,16 @@ def _modular_d7() -> RunConfig:
 
 def _adder_777() -> RunConfig:
     # yhavinga/gpt-acc-jax "pico-7d-ff14-lr02": 777 params, 99.69% on 10-digit addition.
-    # init_range 0.5: with TransformerLens's default std 0.8/sqrt(7) = 0.30 the low answer
-    # digits' attention never aligns (0% exact match); the JAX original inits at ~0.38.
+    # init_range 0.5: with TransformerLens's default std 0.8/sqrt(7) = 0.30 the answer
+    # digits' attention does not align (0% exact match); the JAX original inits at ~0.38.
+    # seed 1: this recipe is a lottery at 777 parameters — of seeds 42, 1, 2, 3, 4 only 1
+    # reaches >= 99% (100.00%); the others keep one or more answer digits at chance. The
+    # reference run used one torch thread (OMP_NUM_THREADS=1): other thread counts round
+    # differently and may end elsewhere.
     return RunConfig(
         task=TaskConfig(task="addition", n_digits=10, curriculum="1-3:2000,1-6:5000,1-10:20000"),
         model=ModelConfig(n_layers=1, d_model=7, n_heads=1, d_head=7, d_mlp=14, act_fn="gelu",
-                          normalization="LN", tied_embeddings=True, biases=False, seed=42,
+                          normalization="LN", tied_embeddings=True, biases=False, seed=1,
                           init_range=0.5),
         train=TrainConfig(epochs=27_000, lr=0.02, weight_decay=0.01, beta1=0.9, beta2=0.999,
                           warmup_steps=1350, lr_schedule="cosine", min_lr=0.002, grad_clip=1.0,
