@@ -9,10 +9,10 @@ import subprocess
 import pytest
 
 import grokscope
+from tests.browser import CHROMIUM, body_attributes_in_chromium
 from grokscope.analysis.pipeline import analyze
 from grokscope.report import write_report
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NASTY = "run<img src=x onerror=alert(1)>&"
 
 
@@ -36,16 +36,33 @@ def test_report_is_self_contained_and_escaped(report):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (.ci/run installs it)")
 def test_report_draws_every_figure_in_headless_chromium(report, tmp_path):
-    out = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000", "--dump-dom",
-         report.as_uri()],
-        capture_output=True, text=True, timeout=180,
-    )
-    body = re.search(r"<body[^>]*>", out.stdout)
-    assert body, out.stderr[-2000:]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(0)))
+    attrs = body_attributes_in_chromium(report, tmp_path)
     assert attrs["js-errors"] == "0"
     assert int(attrs["figures-expected"]) >= 10
     assert attrs["figures-drawn"] == attrs["figures-expected"]
+
+
+@pytest.fixture(scope="module")
+def adder_report(tmp_path_factory):
+    """The committed adder-777 reference run, analysed in a temporary copy."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "checkpoints" / "adder-777"
+    dst = tmp_path_factory.mktemp("adder") / "adder-777"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis", "report.html"))
+    return write_report(analyze(dst, progress=False))
+
+
+def test_adder_report_has_its_own_figures(adder_report):
+    text = adder_report.read_text()
+    for heading in ("Which digits are learned first", "Accuracy by carry-chain length", "Attention alignment",
+                    "Digit embeddings in the Fourier basis of Z_10", "Token embeddings across training (PCA)"):
+        assert heading in text
+    assert "<th>parameters</th><td>777</td>" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (.ci/run installs it)")
+def test_adder_report_draws_in_headless_chromium(adder_report, tmp_path):
+    attrs = body_attributes_in_chromium(adder_report, tmp_path)
+    assert attrs["js-errors"] == "0"
+    assert attrs["figures-drawn"] == attrs["figures-expected"] == "6"

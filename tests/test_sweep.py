@@ -261,20 +261,10 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_sweep_report_draws_in_headless_chromium(tiny_sweep, tmp_path):
-    import re
-    import shutil
+    from tests.browser import CHROMIUM, body_attributes_in_chromium
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    if CHROMIUM is None:
         pytest.skip("headless chromium not installed (.ci/run installs it)")
     out, _ = tiny_sweep
-    path = write_sweep_report(out, progress=False)
-    r = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=30000", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=180)
-    body = re.search(r"<body[^>]*>", r.stdout)
-    assert body, r.stderr[-2000:]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(0)))
+    attrs = body_attributes_in_chromium(write_sweep_report(out, progress=False), tmp_path)
     assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "2"
