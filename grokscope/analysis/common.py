@@ -26,6 +26,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from grokscope import losses
+
 __all__ = [
     "AllPairsRun",
     "all_pairs_ab",
@@ -155,7 +157,4 @@ def cross_entropy(
     if idx is not None:
         logits = logits[idx]
         labels = labels[idx]
-    x = logits.detach().to(torch.float64)
-    lse = torch.logsumexp(x, dim=-1)
-    correct = x.gather(-1, labels.to(x.device).long()[:, None])[:, 0]
-    return float((lse - correct).mean())
+    return float(losses.cross_entropy(logits.detach(), labels.to(logits.device).long()))

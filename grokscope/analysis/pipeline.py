@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from grokscope.analysis.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
 from grokscope.analysis.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
-from grokscope.analysis.common import all_pairs_run, all_pairs_tokens
+from grokscope.analysis.common import all_pairs_run, all_pairs_tokens, cross_entropy
 from grokscope.analysis.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
 from grokscope.analysis.key_frequencies import key_frequencies_from_activations
 from grokscope.analysis.on_task import B_SIGN
@@ -124,8 +124,7 @@ def _checkpoint_row(model, task, final_freqs: list[int], b_sign: int | None) -> 
     # Loss and accuracy from the enumerated dataset (works for div too).
     ds_logits = logits[task.pair_index]
     for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
-        lp = ds_logits[idx].double().log_softmax(-1)
-        row[f"{split}_loss"] = float(-lp.gather(-1, task.labels[idx, None]).mean())
+        row[f"{split}_loss"] = cross_entropy(ds_logits, task.labels, idx)
         row[f"{split}_acc"] = float((ds_logits[idx].argmax(-1) == task.labels[idx]).double().mean())
 
     kf = key_frequencies_from_activations(mlp_post, p) if mlp_post is not None else None
