@@ -1,4 +1,4 @@
-"""File and folder names of a run directory, in one place.
+"""File and folder names of a run directory and of a sweep folder, in one place.
 
 A run directory looks like::
 
@@ -10,6 +10,15 @@ A run directory looks like::
       resume.safetensors       latest optimizer/RNG/filter state (for --resume)
       analysis/                tables written by `grokscope analyze`
       report.html              the HTML report
+
+A sweep folder (`grokscope sweep SPEC`) looks like::
+
+    SWEEP_DIR/
+      sweep.json               the parsed spec: base config, grid, every point's config
+      sweep_status.json        per point: pending | done | failed, error, final metrics
+      <point name>/            an ordinary run directory per grid point (FAILED if it failed)
+      summary.csv              per configuration, written by `grokscope analyze SWEEP_DIR`
+      report.html              the sweep report
 """
 
 CONFIG_FILENAME = "config.json"
@@ -20,6 +29,11 @@ RESUME_FILENAME = "resume.safetensors"
 ANALYSIS_DIRNAME = "analysis"
 REPORT_FILENAME = "report.html"
 DONE_FILENAME = "DONE"
+
+SWEEP_SPEC_FILENAME = "sweep.json"
+SWEEP_STATUS_FILENAME = "sweep_status.json"
+SWEEP_SUMMARY_FILENAME = "summary.csv"
+FAILED_FILENAME = "FAILED"
 
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_SUFFIX = ".safetensors"

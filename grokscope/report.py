@@ -371,11 +371,13 @@ def _adder_summary_html(a) -> str:
 
 
 def render_report(a, figures: list[tuple[str, str, object]] | None = None, summary_html: str | None = None,
-                  title: str | None = None) -> str:
-    """The report's HTML text for an `Analysis` (modular runs) or given figures."""
+                  title: str | None = None, footer_html: str = "") -> str:
+    """The report's HTML text for an `Analysis` (a modular or adder run), or for `a=None` with
+    the given figures, summary (above the figures) and footer (below them)."""
     from plotly.offline import get_plotlyjs
 
     adder = getattr(a, "kind", "modular") == "adder"
+    phase_doc = a is not None and not adder  # the phase definitions belong to a modular run's report
     if figures is None:
         figures = _adder_figures(a) if adder else _loss_figures(a) + _structure_figures(a) + _mechanism_figures(a)
     if summary_html is None:
@@ -391,7 +393,7 @@ def render_report(a, figures: list[tuple[str, str, object]] | None = None, summa
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
 table.summary th {{ text-align: left; padding-right: 1.5em; font-weight: 600; }}
-table.summary td, table.summary th {{ padding: 2px 0; vertical-align: top; }}
+table.summary td, table.summary th {{ padding: 2px 1.2em 2px 0; vertical-align: top; }}
 .caption {{ color: #555; max-width: 900px; }} section {{ margin-top: 2.5em; }}
 </style>
 <script>
@@ -403,8 +405,9 @@ window.addEventListener("error", function (e) {{ window.__errors.push(String(e.m
 <body data-js-errors="0" data-figures-drawn="0" data-figures-expected="{len(figures)}">
 <h1>{_esc(title)}</h1>
 {summary_html}
-{'' if adder else f'<p class="caption">{PHASE_DOC}</p>'}
+{f'<p class="caption">{PHASE_DOC}</p>' if phase_doc else ''}
 {''.join(sections)}
+{footer_html}
 <script>
 var drawn = 0;
 function draw(id, fig) {{

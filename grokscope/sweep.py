@@ -41,10 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grokscope.config import ConfigError, RunConfig, flat_fields, preset
-
-SPEC_FILENAME = "sweep.json"
-STATUS_FILENAME = "sweep_status.json"
-FAILED_FILENAME = "FAILED"
+from grokscope.constants import FAILED_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_STATUS_FILENAME
 SPEC_KEYS = ("name", "description", "preset", "overrides", "grid")
 DERIVED_FIELDS = {"mlp_ratio": "d_mlp = round(mlp_ratio * d_model)"}
 GROK_ACC = 0.99  # a run has grokked when its final test accuracy is at least this
@@ -204,14 +201,14 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 def read_status(sweep_dir: str | Path) -> dict[str, dict]:
     """The sweep's status table: point name -> {status, error, final, params, ...}."""
-    path = Path(sweep_dir) / STATUS_FILENAME
+    path = Path(sweep_dir) / SWEEP_STATUS_FILENAME
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _write_status(sweep_dir: Path, status: dict[str, dict]) -> None:
     from grokscope.checkpoints import atomic_write_bytes
 
-    atomic_write_bytes(sweep_dir / STATUS_FILENAME, json.dumps(status, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(sweep_dir / SWEEP_STATUS_FILENAME, json.dumps(status, indent=1, sort_keys=True).encode())
 
 
 def _one_line(e: BaseException) -> str:
@@ -432,7 +429,7 @@ def run_sweep(
     threads = max(1, cores // workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / SPEC_FILENAME, json.dumps(spec.to_dict(), indent=1).encode())
+    atomic_write_bytes(out_dir / SWEEP_SPEC_FILENAME, json.dumps(spec.to_dict(), indent=1).encode())
     status = read_status(out_dir)
     status = {p.name: status.get(p.name, {"status": "pending"}) for p in spec.points} | {
         k: v for k, v in status.items() if k not in {p.name for p in spec.points}}

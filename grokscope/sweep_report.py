@@ -2,15 +2,17 @@
 
 `grokscope analyze SWEEP_DIR` (a folder with sweep.json) writes SWEEP_DIR/report.html and
 SWEEP_DIR/summary.csv (one row per configuration: parameters, final test accuracy of
-every seed, fraction grokked). A run "grokked" when its final test accuracy is >= 0.99
-(for the adder, test_acc is exact match on its 2,000 test pairs). Each run links to its
-own report.html (written first when `analyze_runs`).
+every seed with its mean and range, fraction grokked with a 95% Wilson interval). A run
+"grokked" when its final test accuracy is >= 0.99 (for the adder, test_acc is exact match
+on its 2,000 test pairs). Each run links to its own report.html (written first when
+`analyze_runs`).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -18,23 +20,38 @@ from urllib.parse import quote
 import pandas as pd
 
 from grokscope.config import ConfigError
-from grokscope.constants import REPORT_FILENAME
-from grokscope.sweep import SPEC_FILENAME, grokked, read_status
+from grokscope.constants import REPORT_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
+from grokscope.sweep import grokked, read_status
 
-SUMMARY_FILENAME = "summary.csv"
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
 
 
 def is_sweep_dir(path: str | Path) -> bool:
     """True if `path` is a sweep folder (it holds sweep.json)."""
-    return (Path(path) / SPEC_FILENAME).is_file()
+    return (Path(path) / SWEEP_SPEC_FILENAME).is_file()
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default 95%): the error bar of a
+    fraction grokked. Unlike p +/- z*sqrt(p(1-p)/n) it stays inside [0, 1] and is not
+    zero-width at 0/n or n/n (0/3 gives [0, 0.56]). (nan, nan) when trials == 0."""
+    if trials <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, {trials}], got {successes}")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    # clamp the rounding at the ends: 0/n has lower bound exactly 0, n/n upper bound exactly 1
+    return (0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == trials else min(1.0, centre + half))
 
 
 def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per point: its grid values, status, error, params, final accuracies, grok step,
     config label (the values without seeds) and the relative link to its report."""
     sweep_dir = Path(sweep_dir)
-    spec = json.loads((sweep_dir / SPEC_FILENAME).read_text())
+    spec = json.loads((sweep_dir / SWEEP_SPEC_FILENAME).read_text())
     status = read_status(sweep_dir)
     rows = []
     for p in spec["points"]:
@@ -61,21 +78,27 @@ def _fmt(v) -> str:
 
 
 def summary_by_config(table: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (all seeds pooled): params, n runs done, final test acc per seed,
-    mean, fraction grokked (test acc >= 0.99) and median grok step of those that grokked."""
+    """Per configuration (all seeds pooled): params, n runs done, final test acc per seed with
+    its mean, min and max; how many runs grokked (final test acc >= 0.99), the fraction with its
+    95% Wilson interval and their median grok step; and how many reached 0.99 at some logged
+    step (a run can reach it and fall back: `reached` - `grokked` of them did)."""
     rows = []
     done = table[table["status"] == "done"]
     for cfg, g in table.groupby("config", sort=False):
         d = done[done["config"] == cfg]
         accs = [float(a) for a in d["test_acc"]]
-        steps = [int(s) for s in d["grok_step"].dropna()]
+        steps = [int(s) for a, s in zip(accs, d["grok_step"]) if grokked(a) and pd.notna(s)]
+        n_grokked = sum(grokked(a) for a in accs)
+        lo, hi = wilson_interval(n_grokked, len(accs))
         rows.append({
             "config": cfg, "params": int(d["params"].iloc[0]) if len(d) and pd.notna(d["params"].iloc[0]) else None,
             "runs": len(g), "done": len(d), "failed": int((g["status"] == "failed").sum()),
             "test_acc_per_seed": " ".join(f"{a:.3f}" for a in accs),
             "mean_test_acc": sum(accs) / len(accs) if accs else None,
-            "grokked": sum(grokked(a) for a in accs),
-            "frac_grokked": sum(grokked(a) for a in accs) / len(accs) if accs else None,
+            "min_test_acc": min(accs) if accs else None, "max_test_acc": max(accs) if accs else None,
+            "grokked": n_grokked, "reached": int(d["grok_step"].notna().sum()),
+            "frac_grokked": n_grokked / len(accs) if accs else None,
+            "frac_grokked_lo": lo if accs else None, "frac_grokked_hi": hi if accs else None,
             "median_grok_step": float(pd.Series(steps).median()) if steps else None,
         })
     out = pd.DataFrame(rows)
@@ -90,14 +113,22 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
 
     done = table[table["status"] == "done"].copy()
     figs = []
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("final test accuracy, every seed", "fraction grokked"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("final test accuracy, every seed",
+                                                        "fraction grokked (95% Wilson interval)"))
     for cfg, g in done.groupby("config", sort=False):
         fig.add_trace(go.Scatter(x=g["params"], y=g["test_acc"], mode="markers", name=cfg, legendgroup=cfg,
                                  text=g["name"], hovertemplate="%{text}<br>params %{x}<br>test acc %{y:.4f}",
                                  marker=dict(size=9, opacity=0.75)), 1, 1)
     s = summary.dropna(subset=["params", "frac_grokked"]).sort_values("params")
+    # mean over seeds with the seeds' range as the bar, on the same axes as the markers
+    fig.add_trace(go.Scatter(x=s["params"], y=s["mean_test_acc"], mode="markers", name="mean over seeds (bar: min-max)",
+                             error_y=dict(type="data", symmetric=False, array=s["max_test_acc"] - s["mean_test_acc"],
+                                          arrayminus=s["mean_test_acc"] - s["min_test_acc"], color="black"),
+                             hovertext=s["config"], marker=dict(size=7, color="black", symbol="diamond")), 1, 1)
     fig.add_trace(go.Scatter(x=s["params"], y=s["frac_grokked"], mode="markers+text", name="fraction grokked",
                              text=[f"{r.grokked}/{r.done}" for r in s.itertuples()], textposition="top center",
+                             error_y=dict(type="data", symmetric=False, array=s["frac_grokked_hi"] - s["frac_grokked"],
+                                          arrayminus=s["frac_grokked"] - s["frac_grokked_lo"], color="black"),
                              hovertext=s["config"], marker=dict(size=11, color="black"), showlegend=False), 1, 2)
     fig.add_hline(y=0.99, line_dash="dot", line_color="grey", row=1, col=1)
     fig.update_xaxes(type="log", title="parameters (unique trainable)")
@@ -105,30 +136,46 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
     fig.update_yaxes(title="runs with final test acc >= 0.99", range=[-0.05, 1.15], row=1, col=2)
     fig.update_layout(height=480, margin=dict(t=60))
     figs.append(("Final accuracy against parameter count",
-                 "Left: every run (one marker per seed, colour = configuration). Right: per configuration, the "
-                 "fraction of seeds whose final test accuracy is >= 0.99 (labels: grokked/runs).", fig))
+                 "Left: every run (one marker per seed, colour = configuration); black diamonds: mean over seeds, "
+                 "bar from the worst to the best seed. Right: per configuration, the fraction of seeds whose final "
+                 "test accuracy is >= 0.99 (labels: grokked/runs), with its 95% Wilson score interval — with "
+                 "3 seeds, 0/3 still allows a true rate up to 0.56.", fig))
 
     if variables:
+        # three kinds of run: held >= 0.99 to the end, reached it and fell back, never reached it
+        done["kind"] = ["grokked" if grokked(a) else ("reached" if pd.notna(g) else "never")
+                        for a, g in zip(done["test_acc"], done["grok_step"])]
+        kinds = [("grokked", "grokked (final test acc >= 0.99)", "circle", "#00cc96", "grok_step"),
+                 ("reached", "reached 0.99, fell back by the end", "diamond-open", "#ffa15a", "grok_step"),
+                 ("never", "never reached 0.99 (drawn at the last epoch)", "x", "#ef553b", "epochs")]
         fig = make_subplots(rows=1, cols=len(variables), subplot_titles=variables, shared_yaxes=True)
         for i, var in enumerate(variables, start=1):
-            hit = done[done["grok_step"].notna()]
-            miss = done[done["grok_step"].isna()]
-            fig.add_trace(go.Scatter(x=hit[var].astype(str), y=hit["grok_step"], mode="markers", name="grokked",
-                                     text=hit["name"], marker=dict(size=9, color="#00cc96"), legendgroup="g",
-                                     showlegend=i == 1), 1, i)
-            fig.add_trace(go.Scatter(x=miss[var].astype(str), y=miss["epochs"], mode="markers", name="not grokked "
-                                     "(drawn at the last epoch)", text=miss["name"],
-                                     marker=dict(size=9, symbol="x", color="#ef553b"), legendgroup="n",
-                                     showlegend=i == 1), 1, i)
-            fig.update_xaxes(type="category", title=var, row=1, col=i)
+            for kind, label, symbol, colour, ycol in kinds:
+                g = done[done["kind"] == kind]
+                fig.add_trace(go.Scatter(x=g[var].astype(str), y=g[ycol], mode="markers", name=label, text=g["name"],
+                                         marker=dict(size=9, symbol=symbol, color=colour), legendgroup=kind,
+                                         showlegend=i == 1), 1, i)
+            # categories in value order (4, 8, 16), not in the order the runs happen to come
+            order = [str(v) for v in sorted(done[var].unique(), key=_sort_key)]
+            fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, title=var, row=1, col=i)
         fig.update_yaxes(title="grok step (first test acc >= 0.99)", row=1, col=1)
         fig.update_layout(height=440, margin=dict(t=60))
         figs.append(("Grok step against each swept variable",
-                     "First logged step with test accuracy >= 0.99, every run; crosses never got there.", fig))
+                     "First logged step with test accuracy >= 0.99, every run. Open diamonds reached 0.99 but "
+                     "ended below it (unstable training); crosses never got there.", fig))
     return figs
 
 
-def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> str:
+def _sort_key(v) -> tuple:
+    """Numbers (numpy's too; bools as 0/1) before other values, each in natural order."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tuple[str, str]:
+    """(the sweep's header and per-configuration table, the per-run table with report links)."""
     esc = lambda v: html.escape(str(v), quote=True)  # noqa: E731
     n = len(table)
     counts = table["status"].value_counts().to_dict()
@@ -136,19 +183,27 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> str
             f"overrides {esc(spec.get('overrides') or {})}; {n} points: "
             + ", ".join(f"{v} {esc(k)}" for k, v in counts.items()) + ". "
             f"{esc(spec.get('description', ''))}</p>")
-    cols = ["config", "params", "done", "failed", "test_acc_per_seed", "mean_test_acc", "frac_grokked", "median_grok_step"]
-    srows = "".join("<tr>" + "".join(f"<td>{esc(_cell(r[c]))}</td>" for c in cols) + "</tr>"
-                    for _, r in summary.iterrows())
-    stable = (f'<table class="summary"><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{srows}</table>')
+    cols = ["config", "params", "done", "failed", "test_acc_per_seed", "mean_test_acc", "grokked", "reached",
+            "median_grok_step"]
+    heads = cols[:6] + ["grokked (95% interval)", "reached 0.99", "median grok step"]
+
+    def grok_cell(r) -> str:
+        if not r["done"]:
+            return "–"
+        return f"{r['grokked']}/{r['done']} [{r['frac_grokked_lo']:.2f}, {r['frac_grokked_hi']:.2f}]"
+
+    srows = "".join("<tr>" + "".join(f"<td>{esc(grok_cell(r) if c == 'grokked' else _cell(r[c]))}</td>" for c in cols)
+                    + "</tr>" for _, r in summary.iterrows())
+    stable = (f'<table class="summary"><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{srows}</table>')
     run_rows = []
     for _, r in table.iterrows():
         link = f'<a href="{esc(r["report"])}">report</a>' if r["report"] else "no report yet"
         err = f' <span style="color:#b00">{esc(r["error"])}</span>' if r["error"] else ""
         run_rows.append(f"<tr><td>{esc(r['name'])}</td><td>{esc(r['status'])}{err}</td><td>{esc(_cell(r['params']))}</td>"
                         f"<td>{esc(_cell(r['test_acc']))}</td><td>{esc(_cell(r['grok_step']))}</td><td>{link}</td></tr>")
-    rtable = ('<h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
-              f'<th>grok step</th><th>report</th></tr>{"".join(run_rows)}</table>')
-    return head + "<h2>Per configuration</h2>" + stable + rtable
+    rtable = ('<section><h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
+              f'<th>grok step</th><th>report</th></tr>{"".join(run_rows)}</table></section>')
+    return head + "<h2>Per configuration</h2>" + stable, rtable
 
 
 def _cell(v) -> str:
@@ -167,8 +222,8 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
 
     sweep_dir = Path(sweep_dir)
     if not is_sweep_dir(sweep_dir):
-        raise ConfigError(f"{sweep_dir} is not a sweep folder (no {SPEC_FILENAME})")
-    spec = json.loads((sweep_dir / SPEC_FILENAME).read_text())
+        raise ConfigError(f"{sweep_dir} is not a sweep folder (no {SWEEP_SPEC_FILENAME})")
+    spec = json.loads((sweep_dir / SWEEP_SPEC_FILENAME).read_text())
     if analyze_runs:
         from grokscope.analysis.pipeline import analyze
         from grokscope.report import write_report
@@ -184,9 +239,10 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     summary = summary_by_config(table)
     values = [k for k in table.columns[1 : 1 + len(spec["points"][0]["values"])]] if spec["points"] else []
     variables = [k for k in values if k not in SEED_FIELDS and table[k].astype(str).nunique() > 1]
-    atomic_write_bytes(sweep_dir / SUMMARY_FILENAME, summary.to_csv(index=False).encode())
+    atomic_write_bytes(sweep_dir / SWEEP_SUMMARY_FILENAME, summary.to_csv(index=False).encode())
+    summary_html, runs_html = _summary_html(spec, table, summary)
     html_text = render_report(None, figures=_figures(table, summary, variables),
-                              summary_html=_summary_html(spec, table, summary),
+                              summary_html=summary_html, footer_html=runs_html,
                               title=f"grokscope sweep: {spec.get('name', sweep_dir.name)}")
     path = sweep_dir / REPORT_FILENAME
     atomic_write_bytes(path, html_text.encode("utf-8"))

@@ -1,0 +1,82 @@
+"""grokscope.sweep_report: the Wilson interval, the per-configuration summary, the report."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from scipy.stats import binomtest, norm
+
+from grokscope.sweep_report import summary_by_config, wilson_interval, write_sweep_report
+
+
+@pytest.mark.parametrize("k, n", [(0, 3), (1, 3), (2, 3), (3, 3), (5, 10), (0, 1), (17, 40)])
+def test_wilson_interval_matches_scipy(k, n):
+    lo, hi = wilson_interval(k, n, z=norm.ppf(0.975))
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_wilson_interval_edges_and_bad_input():
+    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(3, 3)[1] == 1.0
+    assert wilson_interval(0, 3)[1] == pytest.approx(0.5615, abs=1e-4)  # 0/3 does not rule out 56%
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(4, 3)
+
+
+def test_summary_pools_seeds_per_configuration():
+    table = pd.DataFrame({
+        "config": ["d=4"] * 3 + ["d=8"] * 3,
+        "status": ["done", "done", "failed", "done", "done", "done"],
+        "params": [100, 100, None, 400, 400, 400],
+        "test_acc": [0.2, 0.995, None, 1.0, 0.99, 0.5],
+        "grok_step": [None, 900, None, 300, 500, 200],  # the 0.5 run reached 0.99 and fell back
+    })
+    s = summary_by_config(table).set_index("config")
+    assert s.loc["d=4", "done"] == 2 and s.loc["d=4", "failed"] == 1 and s.loc["d=4", "grokked"] == 1
+    assert s.loc["d=4", "frac_grokked"] == 0.5 and s.loc["d=4", "median_grok_step"] == 900
+    assert s.loc["d=8", "grokked"] == 2 and s.loc["d=8", "median_grok_step"] == 400
+    assert s.loc["d=8", "min_test_acc"] == 0.5 and s.loc["d=8", "max_test_acc"] == 1.0
+    assert s.loc["d=8", "mean_test_acc"] == pytest.approx(2.49 / 3)
+    assert (s.loc["d=8", "frac_grokked_lo"], s.loc["d=8", "frac_grokked_hi"]) == wilson_interval(2, 3)
+
+
+def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
+    out, _ = tiny_sweep
+    work = tmp_path / "rep"
+    shutil.copytree(out, work)
+    path = write_sweep_report(work, analyze_runs=True, progress=False)
+    text = path.read_text()
+    assert 'data-figures-expected="2"' in text
+    assert 'href="p=11,n_heads=2/report.html"' in text and (work / "p=11,n_heads=2" / "report.html").exists()
+    assert "inconsistent head sizes" in text
+    summary = (work / "summary.csv").read_text()
+    assert "frac_grokked" in summary and "p=13,n_heads=2" in summary
+    r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "sweep report" in r.stdout
+
+
+def test_sweep_report_draws_in_headless_chromium(tiny_sweep, tmp_path):
+    from tests.browser import CHROMIUM, body_attributes_in_chromium
+
+    if CHROMIUM is None:
+        pytest.skip("headless chromium not installed (.ci/run installs it)")
+    work = tmp_path / "rep"
+    shutil.copytree(tiny_sweep[0], work)
+    attrs = body_attributes_in_chromium(write_sweep_report(work, progress=False), tmp_path)
+    assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "2"
+
+
+def test_a_run_that_reached_099_and_fell_back_has_not_grokked():
+    table = pd.DataFrame({"config": ["a"] * 3, "status": ["done"] * 3, "params": [10] * 3,
+                          "test_acc": [0.999, 0.97, 0.4], "grok_step": [700, 300, None]})
+    s = summary_by_config(table).iloc[0]
+    assert s["grokked"] == 1 and s["reached"] == 2
+    assert s["median_grok_step"] == 700  # only the run that held 0.99 counts
