@@ -18,6 +18,7 @@ A sweep folder (`grokscope sweep SPEC`) looks like::
       sweep_status.json        per point: pending | done | failed, error, final metrics
       <point name>/            an ordinary run directory per grid point (FAILED if it failed)
       summary.csv              per configuration, written by `grokscope analyze SWEEP_DIR`
+      runs.csv                 per point: grid values, status, params, final accuracy, grok step
       report.html              the sweep report
 """
 
@@ -33,6 +34,7 @@ DONE_FILENAME = "DONE"
 SWEEP_SPEC_FILENAME = "sweep.json"
 SWEEP_STATUS_FILENAME = "sweep_status.json"
 SWEEP_SUMMARY_FILENAME = "summary.csv"
+SWEEP_RUNS_FILENAME = "runs.csv"
 FAILED_FILENAME = "FAILED"
 
 CHECKPOINT_PREFIX = "step_"

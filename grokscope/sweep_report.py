@@ -1,8 +1,9 @@
 """The sweep report: accuracy against parameter count, grok rate, grok step per variable.
 
-`grokscope analyze SWEEP_DIR` (a folder with sweep.json) writes SWEEP_DIR/report.html and
-SWEEP_DIR/summary.csv (one row per configuration: parameters, final test accuracy of
-every seed with its mean and range, fraction grokked with a 95% Wilson interval). A run
+`grokscope analyze SWEEP_DIR` (a folder with sweep.json) writes SWEEP_DIR/report.html,
+runs.csv (one row per point) and summary.csv (one row per configuration: parameters, final
+test accuracy of every seed with its mean and range, fraction grokked with a 95% Wilson
+interval, how many reached 0.99 at some step). A run
 "grokked" when its final test accuracy is >= 0.99 (for the adder, test_acc is exact match
 on its 2,000 test pairs). Each run links to its own report.html (written first when
 `analyze_runs`).
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from grokscope.config import ConfigError
-from grokscope.constants import REPORT_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
+from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
 from grokscope.sweep import grokked, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
@@ -215,7 +216,7 @@ def _cell(v) -> str:
 
 
 def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, progress: bool = True) -> Path:
-    """Write SWEEP_DIR/report.html and summary.csv; with `analyze_runs`, first analyse every
+    """Write SWEEP_DIR/report.html, summary.csv and runs.csv; with `analyze_runs`, first analyse every
     finished run (a run whose analysis fails is reported as a warning and left unlinked)."""
     from grokscope.checkpoints import atomic_write_bytes
     from grokscope.report import render_report
@@ -240,6 +241,7 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     values = [k for k in table.columns[1 : 1 + len(spec["points"][0]["values"])]] if spec["points"] else []
     variables = [k for k in values if k not in SEED_FIELDS and table[k].astype(str).nunique() > 1]
     atomic_write_bytes(sweep_dir / SWEEP_SUMMARY_FILENAME, summary.to_csv(index=False).encode())
+    atomic_write_bytes(sweep_dir / SWEEP_RUNS_FILENAME, table.drop(columns=["report"]).to_csv(index=False).encode())
     summary_html, runs_html = _summary_html(spec, table, summary)
     html_text = render_report(None, figures=_figures(table, summary, variables),
                               summary_html=summary_html, footer_html=runs_html,

@@ -58,6 +58,9 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     assert "inconsistent head sizes" in text
     summary = (work / "summary.csv").read_text()
     assert "frac_grokked" in summary and "p=13,n_heads=2" in summary
+    runs = pd.read_csv(work / "runs.csv").set_index("name")
+    assert len(runs) == 4 and runs.loc["p=11,n_heads=3", "status"] == "failed"
+    assert runs.loc["p=13,n_heads=2", "params"] > 0 and runs.loc["p=13,n_heads=2", "p"] == 13
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "sweep report" in r.stdout
