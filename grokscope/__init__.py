@@ -12,6 +12,10 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.write_report(analysis) -> Path  (RUN_DIR/report.html)
     grokscope.embedding_spectrum(model, p), grokscope.key_frequencies(model, task),
     grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
+    grokscope.run_sweep(spec_path, out_dir) -> status   (a grid of runs, see analyses/*.toml)
+    grokscope.sweep_table(sweep_dir) -> DataFrame       (one row per run of a sweep)
+    grokscope.summary_by_config(table) -> DataFrame     (seeds pooled; fraction grokked, interval)
+    grokscope.write_sweep_report(sweep_dir) -> Path     (SWEEP_DIR/report.html)
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ _LAZY = {
     "trig_fit": "grokscope.analysis.on_task",
     "distance_irrelevance": "grokscope.analysis.on_task",
     "gradient_symmetricity": "grokscope.analysis.on_task",
+    "load_spec": "grokscope.sweep",
+    "run_sweep": "grokscope.sweep",
+    "sweep_table": "grokscope.sweep_report",
+    "summary_by_config": "grokscope.sweep_report",
+    "write_sweep_report": "grokscope.sweep_report",
+    "wilson_interval": "grokscope.sweep_report",
 }
 
 __all__ = sorted(_LAZY)
