@@ -14,7 +14,7 @@ ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
 
 @pytest.mark.parametrize("name, n_points, params", [
-    ("adder_cliff", 36, {777}),  # the 777 recipe itself is one of the points
+    ("adder_cliff", 45, {777}),  # the 777 recipe itself is one of the points
     ("modular_cliff", 24, set()),
 ])
 def test_shipped_specs_parse_into_valid_points(name, n_points, params):
