@@ -135,7 +135,9 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
     fig.update_xaxes(type="log", title="parameters (unique trainable)")
     fig.update_yaxes(title="test accuracy", range=[-0.02, 1.05], row=1, col=1)
     fig.update_yaxes(title="runs with final test acc >= 0.99", range=[-0.05, 1.15], row=1, col=2)
-    fig.update_layout(height=480, margin=dict(t=60))
+    # legend below the plots: configuration labels of a multi-field grid are long
+    fig.update_layout(height=480 + 22 * ((len(s) + 2) // 2), margin=dict(t=60),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
     figs.append(("Final accuracy against parameter count",
                  "Left: every run (one marker per seed, colour = configuration); black diamonds: mean over seeds, "
                  "bar from the worst to the best seed. Right: per configuration, the fraction of seeds whose final "
@@ -193,7 +195,9 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
             return "–"
         return f"{r['grokked']}/{r['done']} [{r['frac_grokked_lo']:.2f}, {r['frac_grokked_hi']:.2f}]"
 
-    srows = "".join("<tr>" + "".join(f"<td>{esc(grok_cell(r) if c == 'grokked' else _cell(r[c]))}</td>" for c in cols)
+    nowrap = {"grokked": ' style="white-space: nowrap"'}
+    srows = "".join("<tr>" + "".join(f"<td{nowrap.get(c, '')}>{esc(grok_cell(r) if c == 'grokked' else _cell(r[c]))}</td>"
+                                     for c in cols)
                     + "</tr>" for _, r in summary.iterrows())
     stable = (f'<table class="summary"><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{srows}</table>')
     run_rows = []
