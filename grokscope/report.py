@@ -25,7 +25,8 @@ PHASE_COLOURS = {"memorisation": "rgba(99,110,250,0.08)", "circuit formation": "
                  "cleanup": "rgba(239,85,59,0.10)"}
 
 
-def _esc(value) -> str:
+def escape_html(value) -> str:
+    """`value` as text safe inside HTML elements and quoted attributes."""
     return html.escape(str(value), quote=True)
 
 
@@ -260,7 +261,7 @@ def _summary_html(a) -> str:
     ]
     if a.skipped:
         rows.append(("skipped (unreadable)", ", ".join(Path(s).name for s in a.skipped)))
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{escape_html(k)}</th><td>{escape_html(v)}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
 
@@ -366,7 +367,7 @@ def _adder_summary_html(a) -> str:
         ("final exact match (held-out, teacher-forced)", f"{last['exact_match']:.4f}"),
         ("first step with exact match >= 99%", "not reached" if grok is None else f"{int(grok):,}"),
     ]
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{escape_html(k)}</th><td>{escape_html(v)}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
 
@@ -385,11 +386,11 @@ def render_report(a, figures: list[tuple[str, str, object]] | None = None, summa
     title = title or f"grokscope report: {a.run.name}"
     sections, scripts = [], []
     for i, (heading, caption, fig) in enumerate(figures):
-        sections.append(f'<section><h2>{_esc(heading)}</h2><p class="caption">{_esc(caption)}</p>'
+        sections.append(f'<section><h2>{escape_html(heading)}</h2><p class="caption">{escape_html(caption)}</p>'
                         f'<div class="figure" id="fig-{i}"></div></section>')
         scripts.append(f'draw("fig-{i}", {_fig_json(fig)});')
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escape_html(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
 table.summary th {{ text-align: left; padding-right: 1.5em; font-weight: 600; }}
@@ -403,7 +404,7 @@ window.addEventListener("error", function (e) {{ window.__errors.push(String(e.m
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head>
 <body data-js-errors="0" data-figures-drawn="0" data-figures-expected="{len(figures)}">
-<h1>{_esc(title)}</h1>
+<h1>{escape_html(title)}</h1>
 {summary_html}
 {f'<p class="caption">{PHASE_DOC}</p>' if phase_doc else ''}
 {''.join(sections)}

@@ -113,7 +113,9 @@ def point_config(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A grid value as it appears in point and configuration names: TOML-style booleans,
+    short floats, and nothing that is unsafe in a folder name."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -170,7 +172,7 @@ def parse_spec(data: dict[str, Any], name: str = "sweep") -> SweepSpec:
     varying = [k for k in order if len({json.dumps(f[k]) for f in full}) > 1] or order
     points, seen = [], set()
     for cfg, f in zip(configs, full):
-        pname = ",".join(f"{k}={_fmt(f[k])}" for k in varying)
+        pname = ",".join(f"{k}={format_value(f[k])}" for k in varying)
         if pname in seen:
             continue
         seen.add(pname)

@@ -11,7 +11,6 @@ on its 2,000 test pairs). Each run links to its own report.html (written first w
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import warnings
@@ -22,7 +21,8 @@ import pandas as pd
 
 from grokscope.config import ConfigError
 from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
-from grokscope.sweep import grokked, read_status
+from grokscope.report import escape_html as esc
+from grokscope.sweep import format_value, grokked, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
 
@@ -58,7 +58,7 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     for p in spec["points"]:
         s = status.get(p["name"], {"status": "pending"})
         final = s.get("final") or {}
-        config_label = ",".join(f"{k}={_fmt(v)}" for k, v in p["values"].items() if k not in SEED_FIELDS)
+        config_label = ",".join(f"{k}={format_value(v)}" for k, v in p["values"].items() if k not in SEED_FIELDS)
         rows.append({
             "name": p["name"], **p["values"], "status": s.get("status", "pending"), "error": s.get("error"),
             "params": s.get("params"), "train_acc": final.get("train_acc"), "test_acc": final.get("test_acc"),
@@ -68,14 +68,6 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
             if (sweep_dir / p["name"] / REPORT_FILENAME).exists() else None,
         })
     return pd.DataFrame(rows)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def summary_by_config(table: pd.DataFrame) -> pd.DataFrame:
@@ -179,7 +171,6 @@ def _sort_key(v) -> tuple:
 
 def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tuple[str, str]:
     """(the sweep's header and per-configuration table, the per-run table with report links)."""
-    esc = lambda v: html.escape(str(v), quote=True)  # noqa: E731
     n = len(table)
     counts = table["status"].value_counts().to_dict()
     head = (f"<p>Sweep <b>{esc(spec.get('name'))}</b>: base preset {esc(spec.get('preset') or 'defaults')}, "
