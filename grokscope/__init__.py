@@ -12,6 +12,8 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.write_report(analysis) -> Path  (RUN_DIR/report.html)
     grokscope.embedding_spectrum(model, p), grokscope.key_frequencies(model, task),
     grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
+    grokscope.register_task(TaskSpec(...)), grokscope.get_task(name)   (the task registry)
+    grokscope.Measure, Measured, FinalMeasured    (the per-checkpoint measure interface)
     grokscope.run_sweep(spec_path, out_dir) -> status   (a grid of runs, see analyses/*.toml)
     grokscope.sweep_table(sweep_dir) -> DataFrame       (one row per run of a sweep)
     grokscope.summary_by_config(table) -> DataFrame     (seeds pooled; fraction grokked, interval)
@@ -30,10 +32,22 @@ _LAZY = {
     "TaskConfig": "grokscope.config",
     "ModelConfig": "grokscope.config",
     "TrainConfig": "grokscope.config",
-    "ConfigError": "grokscope.config",
+    "ConfigError": "grokscope.errors",
+    "CheckpointError": "grokscope.errors",
+    "GrokscopeError": "grokscope.errors",
     "preset": "grokscope.config",
     "PRESETS": "grokscope.config",
-    "make_task": "grokscope.tasks",
+    "make_task": "grokscope.tasks.registry",
+    "get_task": "grokscope.tasks.registry",
+    "register_task": "grokscope.tasks.registry",
+    "unregister_task": "grokscope.tasks.registry",
+    "Task": "grokscope.tasks.registry",
+    "TaskSpec": "grokscope.tasks.registry",
+    "Measure": "grokscope.analysis.measure",
+    "Measured": "grokscope.analysis.measure",
+    "FinalMeasured": "grokscope.analysis.measure",
+    "CheckpointContext": "grokscope.analysis.measure",
+    "Figure": "grokscope.figures",
     "build_model": "grokscope.model",
     "build_model_for_task": "grokscope.model",
     "param_count": "grokscope.model",
@@ -46,13 +60,13 @@ _LAZY = {
     "embedding_spectrum": "grokscope.analysis.fourier",
     "neuron_logit_spectrum": "grokscope.analysis.fourier",
     "fourier_basis": "grokscope.analysis.fourier",
-    "key_frequencies": "grokscope.analysis.on_task",
-    "restricted_loss": "grokscope.analysis.on_task",
-    "excluded_loss": "grokscope.analysis.on_task",
-    "excluded_loss_per_frequency": "grokscope.analysis.on_task",
-    "trig_fit": "grokscope.analysis.on_task",
-    "distance_irrelevance": "grokscope.analysis.on_task",
-    "gradient_symmetricity": "grokscope.analysis.on_task",
+    "key_frequencies": "grokscope.tasks.modular.on_task",
+    "restricted_loss": "grokscope.tasks.modular.on_task",
+    "excluded_loss": "grokscope.tasks.modular.on_task",
+    "excluded_loss_per_frequency": "grokscope.tasks.modular.on_task",
+    "trig_fit": "grokscope.tasks.modular.on_task",
+    "distance_irrelevance": "grokscope.tasks.modular.on_task",
+    "gradient_symmetricity": "grokscope.tasks.modular.on_task",
     "load_spec": "grokscope.sweep",
     "run_sweep": "grokscope.sweep",
     "sweep_table": "grokscope.sweep_report",
@@ -65,6 +79,7 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (see the table above)."""
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'grokscope' has no attribute {name!r}")

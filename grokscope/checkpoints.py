@@ -1,4 +1,5 @@
-"""Dense checkpoints: the save schedule, atomic safetensors writes, and resume state.
+"""Dense checkpoints: the save schedule, atomic safetensors writes, loading a checkpoint
+into a model, and the resume state (saved and loaded side by side).
 
 Weights are saved as the model's state_dict in safetensors (no pickles). Every write goes
 to a temporary file in the same folder and is renamed into place, so a killed run never
@@ -11,19 +12,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from grokscope.constants import CHECKPOINTS_DIRNAME, checkpoint_filename, step_from_filename
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated or corrupt; the message names the file."""
+from grokscope.constants import CHECKPOINTS_DIRNAME, RESUME_FILENAME, checkpoint_filename, step_from_filename
+from grokscope.errors import CheckpointError
 
 
 def checkpoint_schedule(epochs: int, n_checkpoints: int = 250, n_log: int = 50) -> list[int]:
@@ -77,8 +77,6 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The string metadata stored in a safetensors header."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -91,6 +89,22 @@ def save_weights(run_dir: Path, step: int, model: torch.nn.Module) -> Path:
     path = Path(run_dir) / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
     atomic_save_tensors(path, model.state_dict(), metadata={"step": str(step)})
     return path
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """Load the weights file at `path` into `model` (on the model's device), in place.
+
+    The one way grokscope puts a checkpoint into a model: a missing, corrupt or mismatched
+    file raises CheckpointError naming it.
+    """
+    weights = load_tensors(path)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint file {path} does not match the run's model: "
+                              f"{' '.join(x.strip() for x in first[:3])}") from None
 
 
 def saved_steps(run_dir: Path) -> list[int]:
@@ -129,3 +143,68 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor
     for idx, extra in info["scalars"].items():
         state.setdefault(int(idx), {}).update(extra)
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+@dataclass
+class ResumeState:
+    """What `load_resume_state` read: the step, optimizer tensors and their JSON meta,
+    the torch and data RNG states, and any gradient-filter tensors (by name)."""
+
+    step: int
+    optimizer_tensors: dict[str, Tensor]
+    optimizer_meta: str
+    rng_torch: Tensor
+    rng_data: Tensor
+    filter_tensors: dict[str, Tensor]
+
+
+def save_resume_state(run_dir: Path, step: int, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
+                      grad_filter=None) -> None:
+    """Write RUN_DIR/resume.safetensors: optimizer moments, RNG states, grad-filter memory.
+
+    Written after the step's weights: a resume restarts from the newest step whose
+    weights and resume state both exist.
+    """
+    tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.data"] = data_gen.get_state()
+    if grad_filter is not None:
+        tensors.update(grad_filter.state_tensors())
+    atomic_save_tensors(Path(run_dir) / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta})
+
+
+def load_resume_state(run_dir: Path) -> ResumeState:
+    """Read RUN_DIR/resume.safetensors (CheckpointError if missing or corrupt)."""
+    path = Path(run_dir) / RESUME_FILENAME
+    state = load_tensors(path)
+    meta = read_metadata(path)
+    try:
+        step, opt_meta = int(meta["step"]), meta["optimizer"]
+        rng_torch, rng_data = state["rng.torch"], state["rng.data"]
+    except (KeyError, ValueError):
+        raise CheckpointError(f"corrupt resume state: {path} (no step, optimizer or RNG state)") from None
+    return ResumeState(
+        step=step,
+        optimizer_tensors={k: v for k, v in state.items() if k.startswith("opt.")},
+        optimizer_meta=opt_meta,
+        rng_torch=rng_torch,
+        rng_data=rng_data,
+        filter_tensors={k: v for k, v in state.items() if not k.startswith(("opt.", "rng."))},
+    )
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only complete metric lines with step <= last_step (drops a torn last line too)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row["step"] > last_step:
+            break
+        kept.append(line)
+    atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())

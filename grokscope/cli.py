@@ -1,18 +1,21 @@
 """The `grokscope` command line: train, analyze, verify, sweep.
 
 Heavy imports (torch, transformer_lens) happen inside the commands, so `--help` and
-bad-input errors return at once. User errors print one line and exit with code 2.
+bad-input errors return at once. Every user error is a `GrokscopeError`: the group
+catches it once, prints one line and exits with code 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
-from grokscope.config import FIELD_HELP, PRESETS, ConfigError, RunConfig, flat_fields, preset
+from grokscope.config import FIELD_HELP, PRESETS, RunConfig, flat_fields, preset
+from grokscope.errors import GrokscopeError, SkippedCheckpointWarning
 
 EXIT_USAGE = 2
 
@@ -21,6 +24,16 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with code 2."""
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+class GrokscopeGroup(click.Group):
+    """A click group that turns any GrokscopeError raised by a command into one line, exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GrokscopeError as e:
+            fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
 
 def _field_options(func):
@@ -43,7 +56,7 @@ def config_from_flags(preset_name: str | None, overrides: dict) -> RunConfig:
     return cfg.replace(**given).validate()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GrokscopeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="grokscope")
 def main() -> None:
     """grokscope: train tiny transformers until they grok, then look inside every checkpoint.
@@ -71,28 +84,19 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
     Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
     bool fields take --x/--no-x. One epoch is one optimizer step.
     """
-    try:
-        if resume is not None:
-            if out is not None and Path(out) != Path(resume):
-                fail("give either --out or --resume RUN_DIR, not both")
-            if preset_name or any(v is not None for v in fields.values()):
-                fail("--resume continues a run with its saved config; drop --preset and field flags")
-            out_dir = resume
-            cfg = None
-        else:
-            cfg = config_from_flags(preset_name, fields)
-            out_dir = out
-        from grokscope.trainer import train as run_training
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            fail("give either --out or --resume RUN_DIR, not both")
+        if preset_name or any(v is not None for v in fields.values()):
+            fail("--resume continues a run with its saved config; drop --preset and field flags")
+        out_dir = resume
+        cfg = None
+    else:
+        cfg = config_from_flags(preset_name, fields)
+        out_dir = out
+    from grokscope.trainer import train as run_training
 
-        run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
-    except ConfigError as e:
-        fail(str(e))
-    except Exception as e:  # checkpoint corruption etc.: name it in one line
-        from grokscope.checkpoints import CheckpointError
-
-        if isinstance(e, CheckpointError):
-            fail(str(e))
-        raise
+    run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
     last = run.metrics.iloc[-1]
     click.echo(
         f"{run.path}: {len(run.steps)} checkpoints, step {int(last['step'])}: "
@@ -111,35 +115,26 @@ def analyze(run_dir, force, progress, analyze_runs) -> None:
 
     Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
     """
-    import warnings
+    from grokscope.constants import SWEEP_SPEC_FILENAME
 
-    from grokscope.sweep_report import is_sweep_dir
-    from grokscope.trainer import is_run_dir
-
-    if is_sweep_dir(run_dir):
+    if (Path(run_dir) / SWEEP_SPEC_FILENAME).is_file():
         from grokscope.sweep_report import write_sweep_report
 
-        try:
-            path = write_sweep_report(run_dir, analyze_runs=analyze_runs, progress=progress)
-        except ConfigError as e:
-            fail(str(e))
+        path = write_sweep_report(run_dir, analyze_runs=analyze_runs, progress=progress)
         click.echo(f"sweep report: {path}")
         return
+    from grokscope.analysis.pipeline import analyze as run_analysis
+    from grokscope.report import write_report
+    from grokscope.run import is_run_dir
+
     if not is_run_dir(run_dir):
         fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
-    try:
-        from grokscope.analysis.pipeline import analyze as run_analysis
-        from grokscope.report import write_report
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = run_analysis(run_dir, progress=progress, force=force)
-        for w in caught:
-            if "skipping" in str(w.message):
-                click.echo(f"warning: {w.message}", err=True)
-        path = write_report(result)
-    except ConfigError as e:
-        fail(str(e))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedCheckpointWarning)  # listed once below, from the result
+        result = run_analysis(run_dir, progress=progress, force=force)
+    for path in result.skipped:
+        click.echo(f"warning: skipped unreadable checkpoint {path}", err=True)
+    path = write_report(result)
     click.echo(f"{len(result.table)} checkpoints analysed; tables in {result.folder}; report: {path}")
 
 
@@ -164,26 +159,17 @@ def verify(run_dir, step, n_pairs, seed, max_failures) -> None:
     Random pairs uniform in [0, 10^n) plus edge cases; prints exact-match accuracy,
     per-answer-digit accuracy, accuracy by longest carry chain and the first failures.
     """
-    try:
-        if n_pairs < 1:
-            fail(f"--n must be >= 1, got {n_pairs}")
-        import torch
+    if n_pairs < 1:
+        fail(f"--n must be >= 1, got {n_pairs}")
+    import torch
 
-        from grokscope.model import param_count
-        from grokscope.verify import format_result, load_addition_model, verify_model
+    from grokscope.model import param_count
+    from grokscope.tasks.addition.verify import format_result, load_addition_model, verify_model
 
-        torch.set_num_threads(min(torch.get_num_threads(), 2))
-        run, step, model = load_addition_model(run_dir, step)
-        n = run.config.task.n_digits
-        res = verify_model(model, n, n_pairs, seed)
-    except ConfigError as e:
-        fail(str(e))
-    except Exception as e:
-        from grokscope.checkpoints import CheckpointError
-
-        if isinstance(e, CheckpointError):
-            fail(str(e))
-        raise
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    run, step, model = load_addition_model(run_dir, step)
+    n = run.config.task.n_digits
+    res = verify_model(model, n, n_pairs, seed)
     header = (f"verify {run.path} step {step}: {n}-digit addition, {param_count(model)} parameters, "
               f"greedy decoding, seed {seed}")
     click.echo(format_result(res, header, max_failures))
@@ -209,17 +195,14 @@ def sweep(spec, out, backend, address, workers, stack, progress) -> None:
            [grid]       d_model = [4, 6, 8]   seed = [0, 1, 2]
     Then `grokscope analyze OUT` writes the sweep report.
     """
+    if workers is not None and workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
     from grokscope.sweep import load_spec, run_sweep
 
-    try:
-        if workers is not None and workers < 1:
-            fail(f"--workers must be >= 1, got {workers}")
-        parsed = load_spec(spec)
-        out_dir = out if out is not None else Path("sweeps") / parsed.name
-        status = run_sweep(parsed, out_dir, backend=backend, address=address, workers=workers, stack=stack,
-                           progress=progress)
-    except ConfigError as e:
-        fail(str(e))
+    parsed = load_spec(spec)
+    out_dir = out if out is not None else Path("sweeps") / parsed.name
+    status = run_sweep(parsed, out_dir, backend=backend, address=address, workers=workers, stack=stack,
+                       progress=progress)
     failed = {k: v for k, v in status.items() if v.get("status") == "failed"}
     done = sum(v.get("status") == "done" for v in status.values())
     click.echo(f"{out_dir}: {done}/{len(status)} points done, {len(failed)} failed")

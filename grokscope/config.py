@@ -12,13 +12,9 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from grokscope.errors import ConfigError
+from grokscope.tasks.registry import get_task
 
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message is one line naming the problem."""
-
-
-MODULAR_OPS = ("add", "sub", "mul", "div", "x2+y2", "x3+xy", "x2+xy+y2", "x2+y")
-TASK_NAMES = ("modular", "addition")
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = ("none", "LN")
 LOSSES = ("cross_entropy", "stablemax")
@@ -27,21 +23,11 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda")
 
 
-def is_prime(n: int) -> bool:
-    """True if n is a prime number."""
-    if n < 2:
-        return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 1
-    return True
-
 
 @dataclass
 class TaskConfig:
-    """The dataset. `modular`: a op b mod p over all pairs; `addition`: n-digit decimal sums."""
+    """The dataset: `task` names a registered task (`grokscope.tasks`), which reads the fields
+    it needs. `modular`: a op b mod p over all pairs; `addition`: n-digit decimal sums."""
 
     task: str = "modular"
     op: str = "add"
@@ -121,6 +107,8 @@ class RunConfig:
             if key == "preset":
                 kwargs["preset"] = value
             elif key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config section '{key}' must be an object, got {type(value).__name__}")
                 known = {f.name for f in fields(sections[key])}
                 unknown = set(value) - known
                 if unknown:
@@ -131,11 +119,19 @@ class RunConfig:
         return cls(**kwargs)
 
     def to_json(self) -> str:
+        """The config as sorted, indented JSON (the text of config.json)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        return cls.from_dict(json.loads(text))
+        """Inverse of `to_json`; malformed JSON or unknown keys raise a one-line ConfigError."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object of sections")
+        return cls.from_dict(data)
 
     # --- flat field access (CLI flags, sweeps) -----------------------------------------
     def replace(self, **overrides: Any) -> "RunConfig":
@@ -149,21 +145,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Raise ConfigError (one line) for any inconsistent setting; return self."""
         t, m, tr = self.task, self.model, self.train
-        if t.task not in TASK_NAMES:
-            raise ConfigError(f"unknown task '{t.task}' (choose from {', '.join(TASK_NAMES)})")
-        if t.task == "modular":
-            if t.op not in MODULAR_OPS:
-                raise ConfigError(f"unknown op '{t.op}' (choose from {', '.join(MODULAR_OPS)})")
-            if t.p < 2:
-                raise ConfigError(f"p must be >= 2, got {t.p}")
-            if t.op == "div" and not is_prime(t.p):
-                raise ConfigError(f"op 'div' needs a prime p for modular inverses, got p={t.p}")
-            if not 0.0 < t.train_frac < 1.0:
-                raise ConfigError(f"train_frac must be in (0, 1), got {t.train_frac}")
-        else:
-            from grokscope.addition_format import check_addition_config  # pure Python
-
-            check_addition_config(t.n_digits, t.n_ctx, t.curriculum)
+        get_task(t.task).validate(t)  # the task's own settings (op, p, digits, ...)
         if m.n_layers < 1 or m.d_model < 1 or m.n_heads < 1 or m.d_head < 1 or m.d_mlp < 1:
             raise ConfigError("n_layers, d_model, n_heads, d_head and d_mlp must all be >= 1")
         if m.n_heads * m.d_head != m.d_model:
@@ -309,8 +291,8 @@ def preset(name: str) -> RunConfig:
 
 
 FIELD_HELP: dict[str, str] = {
-    "task": "modular | addition",
-    "op": f"modular op: {', '.join(MODULAR_OPS)}",
+    "task": "modular | addition (or a registered task)",
+    "op": "modular op: add, sub, mul, div, x2+y2, x3+xy, x2+xy+y2, x2+y",
     "p": "modulus (prime for div)",
     "train_frac": "fraction of pairs used for training, in (0, 1)",
     "split_seed": "seed of the train/test split",

@@ -8,7 +8,11 @@ A run directory looks like::
       metrics.jsonl            one JSON object per logged epoch
       checkpoints/step_000100.safetensors   model state_dict per saved step
       resume.safetensors       latest optimizer/RNG/filter state (for --resume)
-      analysis/                tables written by `grokscope analyze`
+      analysis/                written by `grokscope analyze`:
+        checkpoints.csv          one row per checkpoint, one column per measured scalar
+        <table>.csv              long tables (spectra.csv, neurons.csv, adder_alignment.csv, ...)
+        final.npz                the final checkpoint's arrays (attention grids, spectra, ...)
+        meta.json                version, task, fingerprints, phases, skipped files, n_params
       report.html              the HTML report
 
 A sweep folder (`grokscope sweep SPEC`) looks like::
@@ -28,6 +32,9 @@ METRICS_FILENAME = "metrics.jsonl"
 CHECKPOINTS_DIRNAME = "checkpoints"
 RESUME_FILENAME = "resume.safetensors"
 ANALYSIS_DIRNAME = "analysis"
+ANALYSIS_TABLE_FILENAME = "checkpoints.csv"
+ANALYSIS_FINAL_FILENAME = "final.npz"
+ANALYSIS_META_FILENAME = "meta.json"
 REPORT_FILENAME = "report.html"
 DONE_FILENAME = "DONE"
 
@@ -39,6 +46,11 @@ FAILED_FILENAME = "FAILED"
 
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_SUFFIX = ".safetensors"
+
+
+def analysis_table_filename(name: str) -> str:
+    """File (under analysis/) of the long table `name`, e.g. 'spectra' -> 'spectra.csv'."""
+    return f"{name}.csv"
 
 
 def checkpoint_filename(step: int) -> str:

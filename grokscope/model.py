@@ -13,16 +13,14 @@ format intact:
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
 
 from grokscope.config import ModelConfig
-
-if TYPE_CHECKING:  # transformer_lens takes seconds to import: keep it lazy
-    from transformer_lens import HookedTransformer
 
 BIAS_NAMES = {"attn": ("b_Q", "b_K", "b_V", "b_O"), "mlp": ("b_in", "b_out")}
 
@@ -31,8 +29,6 @@ class TiedUnembed(nn.Module):
     """Unembedding with W_U = W_E[:d_vocab_out].T, sharing the embedding's parameter."""
 
     def __init__(self, cfg, embed: nn.Module, bias: bool):
-        from transformer_lens.hook_points import HookPoint
-
         super().__init__()
         self.cfg = cfg
         # A list hides the embedding from nn.Module registration, so it is not a second
@@ -48,9 +44,11 @@ class TiedUnembed(nn.Module):
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab_out"]:
+        """The tied unembedding: a view of W_E's first d_vocab_out rows, transposed."""
         return self._embed[0].W_E[: self.cfg.d_vocab_out].T
 
     def forward(self, residual: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab_out"]:
+        """Logits: residual @ W_U + b_U (through hook_in / hook_out)."""
         residual = self.hook_in(residual)
         return self.hook_out(residual @ self.W_U + self.b_U)
 
@@ -62,10 +60,9 @@ def _bias_to_buffer(module: nn.Module, name: str) -> None:
     module.register_buffer(name, torch.zeros_like(old.data))
 
 
-def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, device: str = "cpu"):
+def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int,
+                  device: str = "cpu") -> HookedTransformerConfig:
     """The HookedTransformerConfig for a ModelConfig and a task's vocabulary and context."""
-    from transformer_lens import HookedTransformerConfig
-
     return HookedTransformerConfig(
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
@@ -86,17 +83,16 @@ def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, 
 
 def build_model(
     cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, device: str = "cpu"
-) -> "HookedTransformer":
+) -> HookedTransformer:
     """A freshly initialised HookedTransformer for `cfg` (seeded by `cfg.seed`).
 
     Initialisation draws from a private RNG stream, so the global torch RNG is untouched and
     the same seed gives the same weights as TransformerLens's own `seed=` would.
     """
-    from transformer_lens import HookedTransformer
-
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # TL 3.9 flags HookedTransformer as deprecated in favour of 4.x's bridge; we pin <4.
-        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated")
+        # Only the constructor's own DeprecationWarning is silenced (this block, this category).
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.manual_seed(cfg.seed)
         # Built on the CPU (so the seed gives the same weights everywhere), then moved.
         model = HookedTransformer(hooked_config(cfg, d_vocab, d_vocab_out, n_ctx, "cpu"))
@@ -117,7 +113,7 @@ def build_model(
     return model
 
 
-def build_model_for_task(cfg: ModelConfig, task, device: str = "cpu") -> "HookedTransformer":
+def build_model_for_task(cfg: ModelConfig, task, device: str = "cpu") -> HookedTransformer:
     """`build_model` with vocabulary and context taken from a task."""
     return build_model(cfg, task.d_vocab, task.d_vocab_out, task.n_ctx, device)
 

@@ -13,8 +13,10 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+import pandas as pd
+
 from grokscope import checkpoints as ckpt
-from grokscope.config import ConfigError, RunConfig
+from grokscope.config import RunConfig
 from grokscope.constants import (
     CHECKPOINTS_DIRNAME,
     CONFIG_FILENAME,
@@ -23,6 +25,24 @@ from grokscope.constants import (
     SPLIT_FILENAME,
     checkpoint_filename,
 )
+from grokscope.errors import ConfigError
+from grokscope.model import build_model_for_task
+from grokscope.tasks.registry import Task, make_task
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True if `path` holds a grokscope run (a config.json and a checkpoints folder)."""
+    path = Path(path)
+    return (path / CONFIG_FILENAME).is_file() and (path / CHECKPOINTS_DIRNAME).is_dir()
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The RunConfig saved in a run folder's config.json; a one-line ConfigError if unreadable."""
+    cfg_path = Path(path) / CONFIG_FILENAME
+    try:
+        return RunConfig.from_json(cfg_path.read_text())
+    except (ConfigError, TypeError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"unreadable {cfg_path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 class Run:
@@ -30,18 +50,16 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not (self.path / CONFIG_FILENAME).is_file() or not (self.path / CHECKPOINTS_DIRNAME).is_dir():
+        if not is_run_dir(self.path):
             raise ConfigError(f"{self.path} is not a grokscope run directory (no {CONFIG_FILENAME} or checkpoints/)")
-        try:
-            self.config = RunConfig.from_json((self.path / CONFIG_FILENAME).read_text())
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ConfigError(f"unreadable {self.path / CONFIG_FILENAME}: {e}") from None
+        self.config = read_run_config(self.path)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, preset={self.config.preset!r}, steps={len(self.steps)})"
 
     @property
     def name(self) -> str:
+        """The run folder's name."""
         return self.path.name
 
     @property
@@ -55,10 +73,8 @@ class Run:
         return (self.path / DONE_FILENAME).exists()
 
     @property
-    def metrics(self):
+    def metrics(self) -> pd.DataFrame:
         """pandas DataFrame of metrics.jsonl: step, train/test loss and accuracy, weight_norm, lr."""
-        import pandas as pd
-
         rows = []
         path = self.path / METRICS_FILENAME
         if path.exists():
@@ -70,30 +86,23 @@ class Run:
         return pd.DataFrame(rows)
 
     @cached_property
-    def task(self):
-        """The task with the run's saved train/test split (index tensors into the dataset)."""
-        from grokscope.tasks import make_task
-
+    def task(self) -> Task:
+        """The task with the run's saved train/test split (or fixed evaluation sets)."""
         split_path = self.path / SPLIT_FILENAME
         split = ckpt.load_tensors(split_path) if split_path.exists() else None
         return make_task(self.config.task, split)
 
     def checkpoint_path(self, step: int) -> Path:
+        """The weights file of `step` (which may not exist)."""
         return self.path / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
 
     def model_at(self, step: int, device: str = "cpu"):
         """The HookedTransformer saved at `step` (raises CheckpointError naming a bad file)."""
-        from grokscope.model import build_model_for_task
-
         path = self.checkpoint_path(step)
         if not path.exists():
             raise ConfigError(f"step {step} was not saved in {self.path} (saved: {_summarise(self.steps)})")
-        weights = ckpt.load_tensors(path)
         model = build_model_for_task(self.config.model, self.task, device=device)
-        try:
-            model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-        except RuntimeError as e:
-            raise ckpt.CheckpointError(f"checkpoint file {path} does not match the run's model: {e}") from None
+        ckpt.load_checkpoint(model, path)
         model.eval()
         return model
 

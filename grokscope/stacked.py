@@ -29,15 +29,25 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from grokscope import checkpoints as ckpt
-from grokscope.config import ConfigError, RunConfig
-from grokscope.constants import CHECKPOINTS_DIRNAME, DONE_FILENAME, METRICS_FILENAME, RESUME_FILENAME, SPLIT_FILENAME
+from grokscope.config import RunConfig
+from grokscope.constants import DONE_FILENAME
+from grokscope.errors import ConfigError
 from grokscope.losses import LOSS_FNS
 from grokscope.model import build_model_for_task
-from grokscope.tasks import make_task
-from grokscope.trainer import _truncate_metrics, log_step, lr_at, make_optimizer, prepare_run_dir, start_run_dir
+from grokscope.run import load_run
+from grokscope.trainer import (
+    data_generator,
+    log_step,
+    lr_at,
+    make_optimizer,
+    open_run,
+    start_or_resume,
+    task_for_run,
+)
 
 # Fields that may differ between stacked models: they change the weights or the data,
 # not the shapes or the optimiser.
@@ -94,26 +104,24 @@ def train_stacked(
     All configs must share `stack_key` and `can_stack`. With `resume`, every folder must hold
     a run with a resume state at the same step (the sweep groups them that way).
     """
-    from torch.func import functional_call, grad, vmap
-
-    from grokscope.run import load_run
-
     out_dirs = [Path(d) for d in out_dirs]
     if resume:
-        configs = [RunConfig.from_json((d / "config.json").read_text()) for d in out_dirs]
+        configs = [None] * len(out_dirs)
     if len(configs) != len(out_dirs) or not configs:
         raise ConfigError("train_stacked needs one output folder per config")
+    # The same checks, resume reading and folder preparation as a single run (all first,
+    # so nothing is written when one config is bad).
+    keys = {stack_key(c) for c in configs if c is not None}
     for c in configs:
-        c.validate()
-    keys = {stack_key(c) for c in configs}
-    if len(keys) != 1 or not all(can_stack(c) for c in configs):
+        if c is not None:
+            c.validate()
+    if len(keys) > 1 or not all(can_stack(c) for c in configs if c is not None):
         raise ConfigError("configs differ in more than their seeds (or use Grokfast/⊥Grad): cannot stack")
-    for d in out_dirs:
-        prepare_run_dir(d, resume, force=True)
+    configs = [open_run(c, d, resume=resume, force=True) for c, d in zip(configs, out_dirs)]
+    if len({stack_key(c) for c in configs}) != 1 or not all(can_stack(c) for c in configs):
+        raise ConfigError("configs differ in more than their seeds (or use Grokfast/⊥Grad): cannot stack")
     K = len(configs)
     tcfg = configs[0].train
-    if tcfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
     device = torch.device(tcfg.device)
 
     # --- one task per distinct task config (full-batch modular runs then share one batch) ---
@@ -121,10 +129,7 @@ def train_stacked(
     for c, d in zip(configs, out_dirs):
         key = repr(dataclasses.astuple(c.task))
         if resume or key not in by_cfg:
-            split = ckpt.load_tensors(d / SPLIT_FILENAME) if resume else None
-            task = make_task(c.task, split)
-            if tcfg.batch_size and hasattr(task, "batch_size"):
-                task.batch_size = tcfg.batch_size
+            task = task_for_run(c, d, resume)
             by_cfg.setdefault(key, task)
             tasks.append(task)
         else:
@@ -137,35 +142,20 @@ def train_stacked(
     names = [n for n, _ in base.named_parameters()]
     base_params = dict(base.named_parameters())
     base_opt = make_optimizer(base, tcfg)
-    data_gens = [torch.Generator().manual_seed(c.model.seed + 1) for c in configs]
+    data_gens = [data_generator(c) for c in configs]
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
 
     # --- initial weights and optimizer state: fresh, or each run's own resume state ---------
-    start = 0
-    opt_states: list[dict] = []
-    if resume:
-        steps = set()
-        for k, d in enumerate(out_dirs):
-            state = ckpt.load_tensors(d / RESUME_FILENAME)
-            meta = ckpt.read_metadata(d / RESUME_FILENAME)
-            steps.add(int(meta["step"]))
-            weights = ckpt.load_tensors(d / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(int(meta["step"])))
-            models[k].load_state_dict({n: v.to(device) for n, v in weights.items()})
-            opt = make_optimizer(models[k], tcfg)
-            ckpt.optimizer_from_tensors(opt, {n: v.to(device) for n, v in state.items() if n.startswith("opt.")},
-                                        meta["optimizer"])
-            opt_states.append([opt.state[p] for p in models[k].parameters()])
-            data_gens[k].set_state(state["rng.data"])
-            if k == 0:
-                torch.set_rng_state(state["rng.torch"])
-            _truncate_metrics(d / METRICS_FILENAME, int(meta["step"]))
-            (d / DONE_FILENAME).unlink(missing_ok=True)
-        if len(steps) != 1:
-            raise ConfigError(f"stacked resume needs runs saved at the same step, got {sorted(steps)}")
-        start = steps.pop()
-    else:
-        for c, t, d in zip(configs, tasks, out_dirs):
-            start_run_dir(d, c, t)
+    # Each model is restored exactly as a single run would be (weights, AdamW moments, data
+    # RNG); the global torch RNG comes from the first run.
+    opts = [make_optimizer(m, tcfg) for m in models] if resume else []
+    starts = {start_or_resume(d, c, t, m, opt, g, None, resume=resume, restore_torch_rng=(k == 0))
+              for k, (d, c, t, m, opt, g) in enumerate(zip(out_dirs, configs, tasks, models, opts or [None] * K,
+                                                           data_gens))}
+    if len(starts) != 1:
+        raise ConfigError(f"stacked resume needs runs saved at the same step, got {sorted(starts)}")
+    start = starts.pop()
+    opt_states = [[opt.state[p] for p in m.parameters()] for opt, m in zip(opts, models)]
 
     stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone().requires_grad_(True)
                for n in names}

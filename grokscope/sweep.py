@@ -35,13 +35,33 @@ import math
 import os
 import re
 import time
+import multiprocessing
 import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from grokscope.config import ConfigError, RunConfig, flat_fields, preset
-from grokscope.constants import FAILED_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_STATUS_FILENAME
+import torch
+from tqdm.auto import tqdm
+
+from grokscope.checkpoints import atomic_write_bytes, read_metadata
+from grokscope.config import RunConfig, flat_fields, preset
+from grokscope.constants import (
+    CONFIG_FILENAME,
+    DONE_FILENAME,
+    FAILED_FILENAME,
+    RESUME_FILENAME,
+    SWEEP_SPEC_FILENAME,
+    SWEEP_STATUS_FILENAME,
+)
+from grokscope.errors import CheckpointError, ConfigError
+from grokscope.model import build_model_for_task, param_count
+from grokscope.run import is_run_dir, load_run
+from grokscope.stacked import can_stack, stack_key, train_stacked
+from grokscope.tasks.registry import make_task
+from grokscope.trainer import train
 SPEC_KEYS = ("name", "description", "preset", "overrides", "grid")
 DERIVED_FIELDS = {"mlp_ratio": "d_mlp = round(mlp_ratio * d_model)"}
 GROK_ACC = 0.99  # a run has grokked when its final test accuracy is at least this
@@ -208,8 +228,6 @@ def read_status(sweep_dir: str | Path) -> dict[str, dict]:
 
 
 def _write_status(sweep_dir: Path, status: dict[str, dict]) -> None:
-    from grokscope.checkpoints import atomic_write_bytes
-
     atomic_write_bytes(sweep_dir / SWEEP_STATUS_FILENAME, json.dumps(status, indent=1, sort_keys=True).encode())
 
 
@@ -223,8 +241,6 @@ def _one_line(e: BaseException) -> str:
 
 def _summarise_run(run_dir: Path) -> dict[str, Any]:
     """Final metrics, grok step and parameter count of a finished run."""
-    from grokscope.run import load_run
-
     run = load_run(run_dir)
     m = run.metrics
     last = m.iloc[-1]
@@ -238,9 +254,6 @@ def _summarise_run(run_dir: Path) -> dict[str, Any]:
 
 def param_count_of(config: RunConfig) -> int:
     """Unique trainable parameters of the model a config builds (tied matrices once)."""
-    from grokscope.model import build_model_for_task, param_count
-    from grokscope.tasks import make_task
-
     task = make_task(config.task)
     return param_count(build_model_for_task(config.model, task))
 
@@ -251,14 +264,8 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     `job`: {"points": [{"name", "dir", "config" (dict), "resume" (bool)}], "threads": int}.
     Never raises for a training error: the point comes back with status "failed".
     """
-    import torch
-
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    from grokscope.trainer import train  # noqa: F401 - also imports transformer_lens, outside the timing
-
-    import transformer_lens  # noqa: F401
-
     t0 = time.time()
     results, ok = [], []
     for p in job["points"]:
@@ -274,8 +281,6 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
             p, cfg = ok[0]
             train(None if p["resume"] else cfg, p["dir"], resume=p["resume"], force=not p["resume"], progress=False)
         elif ok:
-            from grokscope.stacked import train_stacked
-
             resume = ok[0][0]["resume"]
             train_stacked([c for _, c in ok], [p["dir"] for p, _ in ok], resume=resume, progress=False)
     except Exception as e:  # noqa: BLE001
@@ -292,10 +297,6 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _resume_step(run_dir: Path) -> int | None:
     """The step a run would resume from, or None if it cannot be resumed."""
-    from grokscope.checkpoints import CheckpointError, read_metadata
-    from grokscope.constants import RESUME_FILENAME
-    from grokscope.trainer import is_run_dir
-
     if not is_run_dir(run_dir) or not (run_dir / RESUME_FILENAME).is_file():
         return None
     try:
@@ -307,8 +308,6 @@ def _resume_step(run_dir: Path) -> int | None:
 def plan_jobs(todo: list[tuple[Point, Path, int | None]], stack: int, threads: int) -> list[dict]:
     """Group points into jobs: up to `stack` points that share architecture, data shape and
     optimiser settings (and resume step) train stacked; the rest alone."""
-    from grokscope.stacked import can_stack, stack_key
-
     groups: dict[tuple, list] = {}
     for point, run_dir, resume_step in todo:
         try:
@@ -330,8 +329,6 @@ def plan_jobs(todo: list[tuple[Point, Path, int | None]], stack: int, threads: i
 # --- executors -------------------------------------------------------------------------
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -341,9 +338,6 @@ def _run_local(jobs: list[dict], workers: int, on_result: Callable[[list[dict]],
         for job in jobs:
             on_result(run_job(job))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start is unsafe
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(jobs[0]["threads"],)) as pool:
@@ -407,11 +401,6 @@ def run_sweep(
     Finished points are skipped, interrupted ones resumed; a point that fails is recorded
     (status "failed", its error, a FAILED file) and the others go on.
     """
-    from tqdm.auto import tqdm
-
-    from grokscope.checkpoints import atomic_write_bytes
-    from grokscope.constants import CONFIG_FILENAME, DONE_FILENAME
-
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     if backend not in ("local", "ray"):

@@ -18,10 +18,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from grokscope.config import ConfigError
+from grokscope.analysis.pipeline import analyze
+from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
+from grokscope.errors import ConfigError
+from grokscope.figures import Figure
 from grokscope.report import escape_html as esc
+from grokscope.report import render_page, write_report
 from grokscope.sweep import format_value, grokked, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
@@ -100,10 +106,7 @@ def summary_by_config(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -> list:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -> list[Figure]:
     done = table[table["status"] == "done"].copy()
     figs = []
     fig = make_subplots(rows=1, cols=2, subplot_titles=("final test accuracy, every seed",
@@ -130,7 +133,7 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
     # legend below the plots: configuration labels of a multi-field grid are long
     fig.update_layout(height=480 + 22 * ((len(s) + 2) // 2), margin=dict(t=60),
                       legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
-    figs.append(("Final accuracy against parameter count",
+    figs.append(Figure("Final accuracy against parameter count",
                  "Left: every run (one marker per seed, colour = configuration); black diamonds: mean over seeds, "
                  "bar from the worst to the best seed. Right: per configuration, the fraction of seeds whose final "
                  "test accuracy is >= 0.99 (labels: grokked/runs), with its 95% Wilson score interval — with "
@@ -155,7 +158,7 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, title=var, row=1, col=i)
         fig.update_yaxes(title="grok step (first test acc >= 0.99)", row=1, col=1)
         fig.update_layout(height=440, margin=dict(t=60))
-        figs.append(("Grok step against each swept variable",
+        figs.append(Figure("Grok step against each swept variable",
                      "First logged step with test accuracy >= 0.99, every run. Open diamonds reached 0.99 but "
                      "ended below it (unstable training); crosses never got there.", fig))
     return figs
@@ -213,17 +216,11 @@ def _cell(v) -> str:
 def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, progress: bool = True) -> Path:
     """Write SWEEP_DIR/report.html, summary.csv and runs.csv; with `analyze_runs`, first analyse every
     finished run (a run whose analysis fails is reported as a warning and left unlinked)."""
-    from grokscope.checkpoints import atomic_write_bytes
-    from grokscope.report import render_report
-
     sweep_dir = Path(sweep_dir)
     if not is_sweep_dir(sweep_dir):
         raise ConfigError(f"{sweep_dir} is not a sweep folder (no {SWEEP_SPEC_FILENAME})")
     spec = json.loads((sweep_dir / SWEEP_SPEC_FILENAME).read_text())
     if analyze_runs:
-        from grokscope.analysis.pipeline import analyze
-        from grokscope.report import write_report
-
         status = read_status(sweep_dir)
         for p in spec["points"]:
             if status.get(p["name"], {}).get("status") == "done":
@@ -238,9 +235,8 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     atomic_write_bytes(sweep_dir / SWEEP_SUMMARY_FILENAME, summary.to_csv(index=False).encode())
     atomic_write_bytes(sweep_dir / SWEEP_RUNS_FILENAME, table.drop(columns=["report"]).to_csv(index=False).encode())
     summary_html, runs_html = _summary_html(spec, table, summary)
-    html_text = render_report(None, figures=_figures(table, summary, variables),
-                              summary_html=summary_html, footer_html=runs_html,
-                              title=f"grokscope sweep: {spec.get('name', sweep_dir.name)}")
+    html_text = render_page(f"grokscope sweep: {spec.get('name', sweep_dir.name)}", summary_html,
+                            _figures(table, summary, variables), footer_html=runs_html)
     path = sweep_dir / REPORT_FILENAME
     atomic_write_bytes(path, html_text.encode("utf-8"))
     return path

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from grokscope import checkpoints as ckpt
-from grokscope.config import ConfigError, RunConfig
+from grokscope.config import RunConfig, TrainConfig
 from grokscope.constants import (
     CHECKPOINTS_DIRNAME,
     CONFIG_FILENAME,
@@ -28,13 +28,15 @@ from grokscope.constants import (
     RESUME_FILENAME,
     SPLIT_FILENAME,
 )
+from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
 from grokscope.losses import LOSS_FNS
 from grokscope.model import build_model_for_task
-from grokscope.tasks import make_task
+from grokscope.run import is_run_dir, load_run, read_run_config
+from grokscope.tasks.registry import Task, make_task
 
 
-def lr_at(step: int, cfg) -> float:
+def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant or cosine."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -50,12 +52,6 @@ def weight_norm(model: torch.nn.Module) -> float:
     return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in model.parameters()))
 
 
-def is_run_dir(path: Path) -> bool:
-    """True if `path` holds a grokscope run (a config.json and a checkpoints folder)."""
-    path = Path(path)
-    return (path / CONFIG_FILENAME).is_file() and (path / CHECKPOINTS_DIRNAME).is_dir()
-
-
 def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
     """Check the output folder before anything is written; raise ConfigError if unusable."""
     out_dir = Path(out_dir)
@@ -69,22 +65,6 @@ def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
         if not force:
             raise ConfigError(f"output directory {out_dir} is not empty (use --resume or --force)")
         shutil.rmtree(out_dir)
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only complete metric lines with step <= last_step (drops a torn last line too)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if row["step"] > last_step:
-            break
-        kept.append(line)
-    ckpt.atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
 
 
 def train_step(model, optimizer, task, tokens, labels, tcfg, grad_filter=None) -> torch.Tensor:
@@ -118,12 +98,12 @@ def start_run_dir(out_dir: Path, config: RunConfig, task) -> None:
     (out_dir / METRICS_FILENAME).write_text("")
 
 
-def log_step(out_dir: Path, step: int, lr: float, model, task, optimizer, data_gen, grad_filter,
+def log_step(out_dir: Path, step: int, lr: float, model, task: Task, optimizer, data_gen, grad_filter,
              schedule: set[int], fast: bool) -> dict:
     """Append one metrics line for `model` at `step`; at scheduled steps also save the weights
     and the resume state (optimizer, RNG, grad-filter memory). Returns the metrics row.
 
-    Shared by `train` and the stacked sweep trainer, so both write identical run folders.
+    Shared by `train` and the stacked trainer, so both write identical run folders.
     """
     row = {"step": step, **task.evaluate(model, fast=fast), "weight_norm": weight_norm(model), "lr": lr}
     if step in schedule:
@@ -131,16 +111,62 @@ def log_step(out_dir: Path, step: int, lr: float, model, task, optimizer, data_g
     with open(out_dir / METRICS_FILENAME, "a") as f:
         f.write(json.dumps(row) + "\n")
     if step in schedule:
-        tensors, opt_meta = ckpt.optimizer_to_tensors(optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.data"] = data_gen.get_state()
-        if grad_filter is not None:
-            tensors.update(grad_filter.state_tensors())
-        # Written last: a resume restarts from the newest step whose weights exist.
-        ckpt.atomic_save_tensors(
-            out_dir / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta}
-        )
+        ckpt.save_resume_state(out_dir, step, optimizer, data_gen, grad_filter)
     return row
+
+
+def open_run(config: RunConfig | None, out_dir: Path, *, resume: bool, force: bool) -> RunConfig:
+    """Check a run before anything is written: on resume, read its saved config; validate
+    it; check (or, with `force`, clear) the folder and the device. Returns the config."""
+    out_dir = Path(out_dir)
+    if resume:
+        if not is_run_dir(out_dir):
+            raise ConfigError(f"cannot resume: {out_dir} is not a grokscope run directory")
+        if not (out_dir / RESUME_FILENAME).is_file():
+            raise ConfigError(f"cannot resume: {out_dir} has no {RESUME_FILENAME}")
+        config = read_run_config(out_dir)
+    config.validate()  # before anything is written or removed
+    prepare_run_dir(out_dir, resume, force)
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
+    return config
+
+
+def task_for_run(config: RunConfig, out_dir: Path, resume: bool) -> Task:
+    """The run's task: with its saved split when resuming, a freshly seeded one otherwise."""
+    split = ckpt.load_tensors(Path(out_dir) / SPLIT_FILENAME) if resume else None
+    return make_task(config.task, split, batch_size=config.train.batch_size)
+
+
+def start_or_resume(out_dir: Path, config: RunConfig, task: Task, model, optimizer, data_gen, grad_filter, *,
+                    resume: bool, restore_torch_rng: bool = True) -> int:
+    """Lay out a fresh run folder (returns 0), or restore a killed run's state into `model`,
+    `optimizer`, `data_gen` and `grad_filter` and return the step it resumes from.
+
+    On resume the metrics past that step are dropped and DONE is removed, so the run ends
+    with exactly the files of an uninterrupted one.
+    """
+    if not resume:
+        start_run_dir(out_dir, config, task)
+        return 0
+    state = ckpt.load_resume_state(out_dir)
+    ckpt.load_checkpoint(model, out_dir / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(state.step))
+    device = next(model.parameters()).device
+    ckpt.optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in state.optimizer_tensors.items()},
+                                state.optimizer_meta)
+    if restore_torch_rng:
+        torch.set_rng_state(state.rng_torch)
+    data_gen.set_state(state.rng_data)
+    if grad_filter is not None:
+        grad_filter.load_state_tensors({k: v.to(device) for k, v in state.filter_tensors.items()})
+    ckpt.truncate_metrics(out_dir / METRICS_FILENAME, state.step)
+    (out_dir / DONE_FILENAME).unlink(missing_ok=True)
+    return state.step
+
+
+def data_generator(config: RunConfig) -> torch.Generator:
+    """The generator streamed tasks draw batches from (part of the resume state)."""
+    return torch.Generator().manual_seed(config.model.seed + 1)
 
 
 def train(
@@ -155,56 +181,22 @@ def train(
 
     With no `out_dir`, the run goes to `checkpoints/<preset>-<timestamp>`.
     """
-    from grokscope.run import load_run
-
     if out_dir is None:
         name = config.preset or config.task.task
         out_dir = Path("checkpoints") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out_dir)
-    if resume:
-        if not is_run_dir(out_dir):
-            raise ConfigError(f"cannot resume: {out_dir} is not a grokscope run directory")
-        if not (out_dir / RESUME_FILENAME).is_file():
-            raise ConfigError(f"cannot resume: {out_dir} has no {RESUME_FILENAME}")
-        config = RunConfig.from_json((out_dir / CONFIG_FILENAME).read_text())
-    config.validate()  # before anything is written or removed
-    prepare_run_dir(out_dir, resume, force)
+    config = open_run(config, out_dir, resume=resume, force=force)
     tcfg = config.train
-    if tcfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
     device = torch.device(tcfg.device)
 
-    # --- task and model -----------------------------------------------------------------
-    split = ckpt.load_tensors(out_dir / SPLIT_FILENAME) if resume else None
-    task = make_task(config.task, split)
-    if tcfg.batch_size and hasattr(task, "batch_size"):
-        task.batch_size = tcfg.batch_size  # streamed tasks draw batches of this size
+    # --- task, model, optimizer ------------------------------------------------------------
+    task = task_for_run(config, out_dir, resume)
     model = build_model_for_task(config.model, task, device=tcfg.device)
     optimizer = make_optimizer(model, tcfg)
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
-    # Streamed tasks draw batches from this generator; it is part of the resume state.
-    data_gen = torch.Generator().manual_seed(config.model.seed + 1)
+    data_gen = data_generator(config)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
-    metrics_path = out_dir / METRICS_FILENAME
-
-    # --- fresh start or resume ------------------------------------------------------------
-    start = 0
-    if resume:
-        state = ckpt.load_tensors(out_dir / RESUME_FILENAME)
-        meta = ckpt.read_metadata(out_dir / RESUME_FILENAME)
-        start = int(meta["step"])
-        weights = ckpt.load_tensors(out_dir / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(start))
-        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-        optimizer_state = {k: v.to(device) for k, v in state.items() if k.startswith("opt.")}
-        ckpt.optimizer_from_tensors(optimizer, optimizer_state, meta["optimizer"])
-        torch.set_rng_state(state["rng.torch"])
-        data_gen.set_state(state["rng.data"])
-        if grad_filter is not None:
-            grad_filter.load_state_tensors({k: v.to(device) for k, v in state.items()})
-        _truncate_metrics(metrics_path, start)
-        (out_dir / DONE_FILENAME).unlink(missing_ok=True)
-    else:
-        start_run_dir(out_dir, config, task)
+    start = start_or_resume(out_dir, config, task, model, optimizer, data_gen, grad_filter, resume=resume)
 
     def log_and_save(step: int, lr: float) -> dict:
         return log_step(out_dir, step, lr, model, task, optimizer, data_gen, grad_filter, schedule, tcfg.fast_path)

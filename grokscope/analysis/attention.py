@@ -25,13 +25,17 @@ there and always uses layer 0's ``W_Q``/``W_K``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import all_pairs_run, infer_p
 from .fourier import fourier_basis
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = [
     "attention_spectrum",

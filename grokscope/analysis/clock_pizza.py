@@ -17,12 +17,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import all_pairs_ab, as_logits, infer_p
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = [
     "distance_irrelevance",

@@ -18,15 +18,19 @@ checkpoint with :func:`all_pairs_run` and feed the result to every measure.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from grokscope import losses
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = [
     "AllPairsRun",

@@ -27,6 +27,8 @@ and is omitted.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 import math
 from collections.abc import Sequence
@@ -34,9 +36,11 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import all_pairs_tokens, infer_p
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 #: A set of frequencies ``k`` in ``1..p//2``: any sequence of ints (list, tuple, range) or a tensor.
 Freqs = Sequence[int] | Tensor

@@ -18,15 +18,19 @@ Paper rule (Nanda et al. 2023; ``shared/reference/measures.md``):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import all_pairs_run, infer_p
 from .fourier import basis_frequencies, fourier_basis
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = [
     "KeyFrequencies",

@@ -28,16 +28,20 @@ these measures are not meaningful for them as is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import as_logits, cross_entropy, infer_p
 from .fourier import Freqs, _all_directions64, _check_freqs, _directions, embedding_spectrum, neuron_logit_spectrum
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = [
     "WeightNorms",
@@ -53,7 +57,7 @@ __all__ = [
     "weight_norms",
 ]
 
-ModelOrLogits = HookedTransformer | Tensor
+ModelOrLogits = "HookedTransformer | Tensor"  # (a type alias for annotations)
 
 # Max float64 elements of the (k, n_train, p) block materialised at once in the
 # per-frequency excluded loss (~8 MB, cache-friendly).

@@ -11,14 +11,18 @@ deliberately not float64, unlike the losses elsewhere), on the train split:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .common import all_pairs_logits
+
+if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
+    from transformer_lens import HookedTransformer
 
 __all__ = ["SoftmaxCollapse", "softmax_collapse"]
 

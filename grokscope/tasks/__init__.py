@@ -1,23 +1,23 @@
-"""Tasks: datasets a model is trained and scored on. `make_task(cfg)` picks by `cfg.task`."""
+"""Tasks: the datasets a model is trained and scored on, one package each, found by name.
 
-from __future__ import annotations
+    grokscope.tasks.get_task("modular")        # its TaskSpec (see `registry`)
+    grokscope.tasks.make_task(task_cfg)        # a Task built from a TaskConfig
 
-from torch import Tensor
+Built-in: `modular` (a op b mod p, Power et al. / Nanda et al.) and `addition` (n-digit
+decimal addition in the 777-adder format). Register another with `register_task`.
+This package imports nothing heavy: a task's own package is imported on first use.
+"""
 
-from grokscope.config import ConfigError, TaskConfig
-from grokscope.tasks.modular import ModularTask
+from grokscope.tasks.registry import (
+    BUILTIN_TASKS,
+    Task,
+    TaskSpec,
+    get_task,
+    make_task,
+    register_task,
+    task_names,
+    unregister_task,
+)
 
-
-def make_task(cfg: TaskConfig, split: dict[str, Tensor] | None = None):
-    """Build the task named by `cfg.task`, with a saved split when one is given."""
-    split = split or {}
-    if cfg.task == "modular":
-        return ModularTask(cfg, split.get("train_idx"), split.get("test_idx"))
-    if cfg.task == "addition":
-        from grokscope.tasks.addition import AdditionTask
-
-        return AdditionTask(cfg, split)
-    raise ConfigError(f"unknown task '{cfg.task}'")
-
-
-__all__ = ["ModularTask", "make_task"]
+__all__ = ["BUILTIN_TASKS", "Task", "TaskSpec", "get_task", "make_task", "register_task", "task_names",
+           "unregister_task"]

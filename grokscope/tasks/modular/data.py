@@ -12,7 +12,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from grokscope.config import ConfigError, TaskConfig, is_prime
+from grokscope.config import TaskConfig
+from grokscope.errors import ConfigError
+from grokscope.fastpath import last_position_logits, supports_fast_path
+from grokscope.losses import accuracy, cross_entropy
+from grokscope.tasks.modular.config import is_prime
 
 
 def modular_inverse(b: int, p: int) -> int:
@@ -21,7 +25,7 @@ def modular_inverse(b: int, p: int) -> int:
 
 
 def apply_op(op: str, a: Int[Tensor, "n"], b: Int[Tensor, "n"], p: int) -> Int[Tensor, "n"]:
-    """(a op b) mod p, elementwise, for the ops named in config.MODULAR_OPS."""
+    """(a op b) mod p, elementwise, for the ops named in `MODULAR_OPS`."""
     if op == "add":
         return (a + b) % p
     if op == "sub":
@@ -64,6 +68,13 @@ class ModularTask:
     name = "modular"
     n_ctx = 3
 
+    @classmethod
+    def from_split(cls, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0) -> "ModularTask":
+        """The task with a saved split (split.safetensors), or a fresh seeded one. Training is
+        full batch, so `batch_size` is not used."""
+        split = split or {}
+        return cls(cfg, split.get("train_idx"), split.get("test_idx"))
+
     def __init__(
         self,
         cfg: TaskConfig,
@@ -100,7 +111,7 @@ class ModularTask:
         """The split as tensors, for saving with a run."""
         return {"train_idx": self.train_idx.contiguous(), "test_idx": self.test_idx.contiguous()}
 
-    # --- the interface the trainer uses (shared with the addition task) ----------------
+    # --- the `Task` protocol (grokscope.tasks.registry) ------------------------------------
     def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
         """The full training set every step (full-batch training); cached on the device."""
         key = str(device)
@@ -111,8 +122,6 @@ class ModularTask:
 
     def answer_logits(self, model, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], fast: bool = True):
         """(logits at the `=` position, labels); through the 1-layer fast path when it applies."""
-        from grokscope.fastpath import last_position_logits, supports_fast_path
-
         if fast and supports_fast_path(model):
             return last_position_logits(model, tokens), labels
         return model(tokens)[:, -1, :], labels
@@ -130,8 +139,6 @@ class ModularTask:
     @torch.no_grad()
     def evaluate(self, model, fast: bool = True) -> dict[str, float]:
         """Loss (float64 cross-entropy) and accuracy on train and test."""
-        from grokscope.losses import accuracy, cross_entropy
-
         was_training = model.training
         model.eval()
         logits = self.all_logits(model, fast)

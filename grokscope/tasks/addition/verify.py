@@ -26,8 +26,10 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from grokscope.addition_format import EOS, answer_length, prompt_length
-from grokscope.config import ConfigError
+from grokscope.errors import ConfigError
+from grokscope.run import Run, load_run
+from grokscope.tasks.addition.data import add_digits, int_to_digits, longest_carry_chain, sequences_from_ints
+from grokscope.tasks.addition.format import EOS, answer_length, prompt_length
 
 
 def edge_cases(n_digits: int) -> list[tuple[int, int]]:
@@ -100,8 +102,6 @@ class VerifyResult:
 
 def verify_model(model, n_digits: int, n_pairs: int = 10_000, seed: int = 2025, batch_size: int = 2_000) -> VerifyResult:
     """Greedy-decode random pairs and edge cases with ``model`` and score them (see module doc)."""
-    from grokscope.tasks.addition import add_digits, int_to_digits, longest_carry_chain, sequences_from_ints
-
     if n_pairs < 1:
         raise ConfigError(f"--n must be >= 1, got {n_pairs}")
     pairs = random_pairs(n_pairs, n_digits, seed)
@@ -141,10 +141,8 @@ def verify_model(model, n_digits: int, n_pairs: int = 10_000, seed: int = 2025, 
     )
 
 
-def load_addition_model(run_dir: str | Path, step: int | None = None, device: str = "cpu"):
+def load_addition_model(run_dir: str | Path, step: int | None = None, device: str = "cpu") -> tuple[Run, int, object]:
     """(run, step, model) for an addition run; ConfigError (one line) for any bad input."""
-    from grokscope.run import load_run
-
     run = load_run(run_dir)
     if run.config.task.task != "addition":
         raise ConfigError(f"{run.path} is a '{run.config.task.task}' run; verify needs an addition run")

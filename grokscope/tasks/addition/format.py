@@ -18,12 +18,13 @@ The model reads the first ``3n + 3`` tokens and is scored on the ``n + 2`` answe
 model needs a context of at least ``3n + 3`` positions; the 777 model has ``3n + 5`` (35
 for n = 10), whose last two learned positions are never used.
 
-This module is imported by `grokscope.config` for validation, so it must stay light.
+Plain Python (no torch): it holds the task's config validation too.
 """
 
 from __future__ import annotations
 
-from grokscope.config import ConfigError
+from grokscope.config import TaskConfig
+from grokscope.errors import ConfigError
 
 PLUS, EQ, PAD, EOS = 10, 11, 12, 13
 VOCAB_SIZE = 14
@@ -103,6 +104,16 @@ def check_addition_config(n_digits: int, n_ctx: int, curriculum: str) -> None:
             f"(3*n_digits+3), got {ctx}"
         )
     parse_curriculum(curriculum, n_digits)
+
+
+def validate_addition_config(cfg: TaskConfig) -> None:
+    """Raise a one-line ConfigError if an addition TaskConfig cannot work."""
+    check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum)
+
+
+def describe_addition(cfg: TaskConfig) -> str:
+    """One line naming the task, e.g. '10-digit addition, curriculum 1-3:2000,...'."""
+    return f"{cfg.n_digits}-digit addition, curriculum {cfg.curriculum}"
 
 
 # --- plain-Python encoding (tests, verification, docs) ----------------------------------

@@ -1,6 +1,6 @@
 """n-digit decimal addition in the 777-adder format, streamed from a seeded generator.
 
-Format (see `grokscope.addition_format`): ``a`` and ``b`` zero-padded to n digits, most
+Format (see `grokscope.tasks.addition.format`): ``a`` and ``b`` zero-padded to n digits, most
 significant first, ``+`` (10) and ``=`` (11) delimiters, then the n + 1 digits of the sum
 reversed (least significant first), then EOS (13); vocabulary 14, sequence 3n + 4 tokens.
 The model reads the first 3n + 3 tokens; loss and accuracy are on the n + 2 answer tokens
@@ -22,11 +22,14 @@ right answer", so ``test_acc`` is the exact-match accuracy of greedy decoding.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from grokscope.addition_format import (
+from grokscope.config import TaskConfig
+from grokscope.errors import ConfigError
+from grokscope.fastpath import answer_position_forward, supports_fast_path
+from grokscope.losses import cross_entropy
+from grokscope.tasks.addition.format import (
     EOS,
     EQ,
     PLUS,
@@ -38,16 +41,9 @@ from grokscope.addition_format import (
     parse_curriculum,
     prompt_length,
 )
-from grokscope.config import ConfigError, TaskConfig
 
 N_EVAL = 2_000
-
-_ACTS = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-}
+DEFAULT_BATCH_SIZE = 512
 
 
 # --- digits and sequences ----------------------------------------------------------------
@@ -124,52 +120,6 @@ def sample_operand_digits(
     return d[:, 0], d[:, 1]
 
 
-# --- the answer-position fast path ----------------------------------------------------------
-
-def answer_position_logits(
-    model, tokens: Int[Tensor, "batch pos"], first: int
-) -> Float[Tensor, "batch n_ans d_vocab_out"]:
-    """Logits at positions first..pos-1, equal to ``model(tokens)[:, first:]`` (1-layer models).
-
-    In a 1-layer model the residual stream entering the block depends only on (position,
-    token), so keys, values and queries are looked up in per-(position, token) tables;
-    attention, the MLP, the final norm and the unembedding run only at the answer
-    positions. Use only when `grokscope.fastpath.supports_fast_path(model)` is True.
-    """
-    cfg = model.cfg
-    block, attn = model.blocks[0], model.blocks[0].attn
-    n_pos = tokens.shape[1]
-    vocab = cfg.d_vocab
-    ln = cfg.normalization_type == "LN"
-
-    def norm(x, mod):
-        return F.layer_norm(x, (cfg.d_model,), mod.w, mod.b, cfg.eps) if ln else x
-
-    table = model.embed.W_E[None, :, :] + model.pos_embed.W_pos[:n_pos, None, :]  # (pos, vocab, d)
-    normed = norm(table, block.ln1 if ln else None).flatten(0, 1)  # (pos*vocab, d)
-    n_heads, d_head = cfg.n_heads, cfg.d_head
-    w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V], dim=-1)  # (head, d, 3*d_head)
-    b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V], dim=-1)  # (head, 3*d_head)
-    qkv_tab = torch.einsum("rd,hde->rhe", normed, w_qkv) + b_qkv  # (pos*vocab, head, 3*d_head)
-
-    flat = tokens + torch.arange(n_pos, device=tokens.device) * vocab  # (batch, pos)
-    qkv_k = F.embedding(flat, qkv_tab[..., d_head:].flatten(1)).unflatten(-1, (n_heads, 2 * d_head))
-    k, v = qkv_k[..., :d_head], qkv_k[..., d_head:]  # (batch, pos, head, d_head)
-    q = F.embedding(flat[:, first:], qkv_tab[..., :d_head].flatten(1)).unflatten(-1, (n_heads, d_head))
-
-    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale  # (batch, head, n_ans, pos)
-    q_pos = torch.arange(first, n_pos, device=tokens.device)
-    mask = torch.arange(n_pos, device=tokens.device)[None, :] > q_pos[:, None]
-    pattern = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)
-    z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-    attn_out = torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O
-
-    resid = F.embedding(flat[:, first:], table.flatten(0, 1)) + attn_out
-    post = _ACTS[cfg.act_fn](norm(resid, block.ln2 if ln else None) @ block.mlp.W_in + block.mlp.b_in)
-    resid = resid + post @ block.mlp.W_out + block.mlp.b_out
-    return norm(resid, model.ln_final if ln else None) @ model.W_U + model.b_U
-
-
 # --- the task ------------------------------------------------------------------------------
 
 class AdditionTask:
@@ -184,11 +134,17 @@ class AdditionTask:
     name = "addition"
     d_vocab = VOCAB_SIZE
     d_vocab_out = VOCAB_SIZE
-    batch_size = 512
 
-    def __init__(self, cfg: TaskConfig, split: dict[str, Tensor] | None = None):
+    @classmethod
+    def from_split(cls, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0) -> "AdditionTask":
+        """The task with saved eval sets (split.safetensors) or fresh seeded ones; training
+        batches of `batch_size` (0 = 512)."""
+        return cls(cfg, split, batch_size)
+
+    def __init__(self, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0):
         check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum)
         self.cfg = cfg
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.n_digits = n = cfg.n_digits
         self.n_ctx = context_length(n, cfg.n_ctx)
         self.input_len = input_length(n)
@@ -227,12 +183,12 @@ class AdditionTask:
         """(model input = all but the last token, labels = the n + 2 answer tokens)."""
         return seq[:, :-1], seq[:, self.eq_pos + 1 :]
 
-    # --- the interface the trainer uses ----------------------------------------------------
+    # --- the `Task` protocol (grokscope.tasks.registry) ------------------------------------
     def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
         """A fresh batch drawn from `generator` at the curriculum stage of `step`.
 
-        Returns (tokens (batch, 3n + 3), labels (batch, n + 2)) on `device`. The batch size
-        is `self.batch_size`: the trainer sets it from TrainConfig.batch_size (0 keeps 512).
+        Returns (tokens (batch, 3n + 3), labels (batch, n + 2)) on `device`; the batch size
+        is TrainConfig.batch_size (0 = 512), given when the task was built.
         """
         lo, hi = self.stage_at(step)
         a, b = sample_operand_digits(generator, self.batch_size, lo, hi, self.n_digits)
@@ -245,10 +201,8 @@ class AdditionTask:
 
         Row ``r * (n + 2) + i`` is example r's prediction of answer token i.
         """
-        from grokscope.fastpath import supports_fast_path
-
         if fast and supports_fast_path(model):
-            logits = answer_position_logits(model, tokens, self.eq_pos)
+            logits = answer_position_forward(model, tokens, self.eq_pos)[0]
         else:
             logits = model(tokens)[:, self.eq_pos :]
         return logits.reshape(-1, logits.shape[-1]), (None if labels is None else labels.reshape(-1))
@@ -273,8 +227,6 @@ class AdditionTask:
         exact match (every answer token, EOS included, is the argmax); ``test_token_acc``;
         ``test_digit{i}_acc`` for answer digit i = 0 (units) .. n; ``test_eos_acc``.
         """
-        from grokscope.losses import cross_entropy
-
         was_training = model.training
         model.eval()
         out: dict[str, float] = {}

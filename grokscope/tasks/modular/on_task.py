@@ -14,14 +14,14 @@ sign of b (a + b for `add`, a − b for `sub`) from the task.
 from __future__ import annotations
 
 from grokscope.analysis import clock_pizza, progress
-from grokscope.analysis.key_frequencies import key_frequencies as _key_frequencies
+from grokscope.analysis.key_frequencies import key_frequencies as neuron_key_frequencies
 from grokscope.analysis.common import all_pairs_logits
-from grokscope.config import ConfigError
+from grokscope.errors import ConfigError
 
 B_SIGN = {"add": 1, "sub": -1}
 
 
-def _fourier_sign(task) -> int:
+def fourier_sign(task) -> int:
     """+1 for a + b, -1 for a - b; other ops have no a ± b Fourier form."""
     if task.op not in B_SIGN:
         raise ConfigError(f"this measure is defined for ops whose answer depends on a ± b (add, sub), not '{task.op}'")
@@ -29,6 +29,7 @@ def _fourier_sign(task) -> int:
 
 
 def _grid_labels(task):
+    """The task's labels, which must cover the whole p x p grid."""
     if len(task) != task.p * task.p:
         raise ConfigError(f"op '{task.op}' does not cover the full p x p grid")
     return task.labels
@@ -36,7 +37,7 @@ def _grid_labels(task):
 
 def key_frequencies(model, task, threshold: float = 0.85):
     """Key frequencies of `model` on `task` by the neuron-clustering rule (last-layer MLP, '=' position)."""
-    return _key_frequencies(model, task.p, threshold)
+    return neuron_key_frequencies(model, task.p, threshold)
 
 
 def restricted_loss(model, task, freqs, test_only: bool = False) -> float:
@@ -46,25 +47,25 @@ def restricted_loss(model, task, freqs, test_only: bool = False) -> float:
     """
     logits = all_pairs_logits(model, task.p)
     idx = task.test_idx if test_only else None
-    return progress.restricted_loss(logits, _grid_labels(task), freqs, idx, b_sign=_fourier_sign(task))
+    return progress.restricted_loss(logits, _grid_labels(task), freqs, idx, b_sign=fourier_sign(task))
 
 
 def excluded_loss(model, task, freqs) -> float:
     """Train loss with the cos/sin(w_k(a ± b)) directions of `freqs` removed from the logits."""
     logits = all_pairs_logits(model, task.p)
-    return progress.excluded_loss(logits, _grid_labels(task), freqs, task.train_idx, b_sign=_fourier_sign(task))
+    return progress.excluded_loss(logits, _grid_labels(task), freqs, task.train_idx, b_sign=fourier_sign(task))
 
 
 def excluded_loss_per_frequency(model, task, freqs=None):
     """Excluded train loss for each frequency removed alone (default: every k = 1..p//2)."""
     logits = all_pairs_logits(model, task.p)
     return progress.excluded_loss_per_frequency(logits, _grid_labels(task), task.train_idx, freqs,
-                                                b_sign=_fourier_sign(task))
+                                                b_sign=fourier_sign(task))
 
 
 def trig_fit(model, task, freqs=None):
     """Cosine similarity of the logit cube with cos(w_k(a ± b − c)) for each k in `freqs`."""
-    return progress.trig_fit(all_pairs_logits(model, task.p), freqs, b_sign=_fourier_sign(task))
+    return progress.trig_fit(all_pairs_logits(model, task.p), freqs, b_sign=fourier_sign(task))
 
 
 def distance_irrelevance(model, task) -> float:

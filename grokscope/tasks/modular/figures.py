@@ -1,0 +1,175 @@
+"""The modular task's report: figures in reading order and the summary rows.
+
+Top to bottom as the grok happens: loss and accuracy with the detected phases, the
+paper's progress measures, Fourier spectra with a slider over checkpoints, neuron
+clusters, attention, the logits' 2D spectrum, clock vs pizza and softmax collapse.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from grokscope.figures import PHASE_LEGEND, Figure, loss_accuracy_figure, phase_shapes, spectrum_slider
+
+if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
+    from grokscope.analysis.pipeline import Analysis
+
+
+def modular_figures(a: Analysis) -> list[Figure]:
+    """Every figure of a modular run's report, in reading order."""
+    return progress_figures(a) + structure_figures(a) + mechanism_figures(a)
+
+
+def modular_summary(a: Analysis) -> list[tuple[str, str]]:
+    """Outcome rows of the summary table: accuracy, phases, key frequencies."""
+    last = a.table.iloc[-1]
+    p = a.phases
+
+    def fmt(v):
+        return "not reached" if v is None else f"{int(v):,}"
+
+    return [
+        ("final accuracy", f"train {last['train_acc']:.4f}, test {last['test_acc']:.4f}"),
+        ("memorisation ends", fmt(p.memorisation_end)), ("cleanup", f"{fmt(p.cleanup_start)} – {fmt(p.cleanup_end)}"),
+        ("grok step (test acc >= 99%)", fmt(p.grok_step)),
+        ("key frequencies (final)", ", ".join(map(str, a.key_freqs)) or "none"),
+    ]
+
+
+def progress_figures(a: Analysis) -> list[Figure]:
+    """Loss and accuracy, the progress measures against the final key frequencies, and the
+    Fourier sparsity (Gini) of W_E and W_L, per checkpoint."""
+    t = a.table
+    figs = [loss_accuracy_figure(a.table, a.phases)]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for name, col, dash in (("train loss", "train_loss", None), ("test loss", "test_loss", None),
+                            ("restricted loss", "restricted_loss", "dash"), ("excluded loss", "excluded_loss", "dot")):
+        if t[col].notna().any():
+            fig.add_trace(go.Scatter(x=t["step"], y=t[col], name=name, line_dash=dash), secondary_y=False)
+    fig.add_trace(go.Scatter(x=t["step"], y=t["sum_sq_weights"], name="sum of squared weights",
+                             line_color="grey"), secondary_y=True)
+    fig.update_yaxes(type="log", title="loss", secondary_y=False)
+    fig.update_yaxes(title="sum of squared weights", secondary_y=True)
+    fig.update_xaxes(title="step")
+    phase_shapes(fig, a.phases, log_x=False)
+    fig.update_layout(height=420)
+    figs.append(Figure("Progress measures (Nanda et al., Figure 6)",
+                 "Restricted loss keeps only the final key frequencies' directions of the logits; excluded loss "
+                 "removes them (train split). Restricted loss falling before test loss means the generalising "
+                 "circuit forms before the model stops relying on memorisation. " + PHASE_LEGEND, fig))
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t["step"], y=t["gini_embed"], name="Gini of W_E spectrum"))
+    fig.add_trace(go.Scatter(x=t["step"], y=t["gini_logit"], name="Gini of W_L spectrum"))
+    fig.add_trace(go.Scatter(x=t["step"], y=t["n_key_freqs"], name="# key frequencies", yaxis="y2",
+                             line_dash="dot"))
+    fig.update_layout(height=380, xaxis_title="step", yaxis_title="Gini",
+                      yaxis2=dict(overlaying="y", side="right", title="# key frequencies"))
+    phase_shapes(fig, a.phases, log_x=False)
+    figs.append(Figure("Sparsity in the Fourier basis", "Gini coefficient of the per-frequency norms (k >= 1); it "
+                 "jumps during cleanup, when the model sheds all but a few frequencies.", fig))
+    return figs
+
+
+
+def structure_figures(a: Analysis) -> list[Figure]:
+    """Spectra of W_E and W_L with a checkpoint slider, the final neuron clusters, excluded
+    loss per key frequency, the final attention grids and the logits' 2D spectrum."""
+    figs = []
+    figs.append(Figure("Embedding spectrum across training",
+                 "Norm of W_E (number tokens) along each frequency of the Fourier basis of Z_p, "
+                 "sqrt(cos² + sin²); k = 0 is the constant direction. Drag the slider through the checkpoints "
+                 "to watch the representation form mid-grok.", spectrum_slider(a.spectra, "embed", "‖B W_E‖ per frequency")))
+    figs.append(Figure("Neuron-logit map W_L = W_out W_U: spectrum across training",
+                 "Norm of W_L's columns' Fourier coefficients per frequency.",
+                 spectrum_slider(a.spectra, "logit", "‖W_L Bᵀ‖ per frequency")))
+
+    if len(a.neurons):
+        n = a.neurons.sort_values(["freq", "fraction"], ascending=[True, False])
+        counts = n[n["freq"] >= 0]["freq"].value_counts().sort_index()
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("neurons per key frequency", "each neuron's best fraction"))
+        fig.add_trace(go.Bar(x=[str(k) for k in counts.index], y=counts.values, name="neurons"), 1, 1)
+        fig.add_trace(go.Scatter(x=np.arange(len(n)), y=n["fraction"], mode="markers",
+                                 marker=dict(color=n["freq"], colorscale="Turbo", showscale=True),
+                                 text=[f"neuron {i}, k={k}" for i, k in zip(n["neuron"], n["freq"])], name="fraction"), 1, 2)
+        fig.add_hline(y=0.85, line_dash="dash", row=1, col=2)
+        fig.update_xaxes(title="key frequency k", row=1, col=1)
+        fig.update_xaxes(title="neurons, sorted by frequency", row=1, col=2)
+        fig.update_layout(height=400, showlegend=False)
+        unclustered = int((a.neurons["freq"] < 0).sum())
+        figs.append(Figure("Neuron clusters at the final checkpoint",
+                     f"Each MLP neuron's activation over the (a, b) grid, 2D Fourier-transformed; its frequency is "
+                     f"the k with the largest share of variance, and it is clustered when that share is >= 0.85. "
+                     f"{unclustered} of {len(a.neurons)} neurons are unclustered.", fig))
+
+    if a.spectra["excluded_loss"].notna().any():
+        ex = a.spectra.dropna(subset=["excluded_loss"])
+        fig = go.Figure()
+        for k, g in ex.groupby("k"):
+            fig.add_trace(go.Scatter(x=g["step"], y=g["excluded_loss"], name=f"k={k}"))
+        fig.add_trace(go.Scatter(x=a.table["step"], y=a.table["train_loss"], name="train loss", line_color="black"))
+        fig.update_layout(height=380, xaxis_title="step", yaxis_type="log", yaxis_title="train loss with k removed")
+        figs.append(Figure("Excluded loss per key frequency", "Train loss after removing one key frequency's "
+                     "cos(w(a±b)), sin(w(a±b)) directions from the logits.", fig))
+
+    att = a.final.get("attention")
+    if att is not None:
+        n_heads = att.shape[1]
+        titles = [f"head {h}: '=' → a" for h in range(n_heads)] + [f"head {h}: log10 |2D spectrum|" for h in range(n_heads)]
+        fig = make_subplots(rows=2, cols=n_heads, subplot_titles=titles, vertical_spacing=0.12)
+        spec = a.final["attention_spectrum"]
+        for h in range(n_heads):
+            fig.add_trace(go.Heatmap(z=att[0, h], coloraxis="coloraxis"), 1, h + 1)
+            fig.add_trace(go.Heatmap(z=np.log10(np.abs(spec[0, h]) + 1e-6), coloraxis="coloraxis2"), 2, h + 1)
+        fig.update_layout(height=620, coloraxis=dict(colorscale="Viridis", colorbar=dict(x=1.02, len=0.45, y=0.78)),
+                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.45, y=0.22, title="log10")))
+        fig.update_xaxes(title="b")
+        fig.update_yaxes(title="a", row=1)
+        figs.append(Figure("Attention from '=' over the (a, b) grid (final checkpoint)",
+                     "Top: attention weight from the '=' query to the a token, for every input (a, b). Bottom: its "
+                     "2D Fourier transform (rows: a's basis vector, columns: b's).", fig))
+    scores = a.final.get("fourier_attention_scores")
+    if scores is not None:
+        fig = go.Figure(go.Heatmap(z=scores, colorscale="RdBu", zmid=0, y=[f"head {h}" for h in range(len(scores))]))
+        fig.update_layout(height=300, xaxis_title="Fourier basis vector (const, cos1, sin1, ...)")
+        figs.append(Figure("Attention scores in the Fourier basis", "B · W_E · W_K · W_Q · (W_E[=] + W_pos[2]): how "
+                     "much each Fourier component of a key token's embedding scores against the '=' query.", fig))
+    logit_spec = a.final.get("logit_spectrum")
+    if logit_spec is not None:
+        fig = go.Figure(go.Heatmap(z=np.log10(logit_spec + 1e-9), colorscale="Viridis",
+                                   colorbar=dict(title="log10 norm")))
+        fig.update_layout(height=520, width=620, xaxis_title="b basis vector", yaxis_title="a basis vector")
+        figs.append(Figure("Logits in the 2D Fourier basis (final checkpoint)", "Norm over output classes of B·L·Bᵀ; "
+                     "an additive circuit lives on the diagonal cos/sin pairs of its key frequencies.", fig))
+    return figs
+
+
+def mechanism_figures(a: Analysis) -> list[Figure]:
+    """Clock or pizza (Zhong et al.) and softmax collapse (Prieto et al.) over training."""
+    figs = []
+    t = a.table
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("over training", "distance table (final)"))
+    fig.add_trace(go.Scatter(x=t["step"], y=t["gradient_symmetricity"], name="gradient symmetricity"), 1, 1)
+    fig.add_trace(go.Scatter(x=t["step"], y=t["distance_irrelevance"], name="distance irrelevance"), 1, 1)
+    table = a.final.get("distance_table")
+    if table is not None:
+        fig.add_trace(go.Heatmap(z=table, colorscale="Viridis", showscale=False), 1, 2)
+        fig.update_xaxes(title="(a − b) mod p", row=1, col=2)
+        fig.update_yaxes(title="(a + b) mod p", row=1, col=2)
+    fig.update_xaxes(title="step", row=1, col=1)
+    fig.update_layout(height=420)
+    figs.append(Figure("Clock or pizza? (Zhong et al.)", "High gradient symmetricity and low distance irrelevance "
+                 "point to a pizza; a clock has the reverse. The table holds the correct-class logit by "
+                 "(a+b, a−b).", fig))
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t["step"], y=t["softmax_collapse"], name="softmax sum exactly 1"))
+    fig.add_trace(go.Scatter(x=t["step"], y=t["zero_loss_frac"], name="loss exactly 0"))
+    fig.update_layout(height=340, xaxis_title="step", yaxis_title="fraction of train samples")
+    figs.append(Figure("Softmax collapse (Prieto et al.)", "Fraction of training samples whose float32 softmax is "
+                 "saturated: no gradient flows from them.", fig))
+    return figs

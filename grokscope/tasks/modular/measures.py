@@ -1,0 +1,254 @@
+"""The measures `grokscope analyze` runs on a modular-arithmetic run, one class each.
+
+Every checkpoint is run once over all p² pairs (logits at the `=` position and the MLP
+activations there, through the exact 1-layer fast path when it applies); the measures
+share that forward through `ctx.cached`. In table-column order:
+
+- `ModularLossAccuracy`: train/test loss (float64) and accuracy, from the checkpoint.
+- `KeyFrequencyMeasure`: this checkpoint's key frequencies (neuron clustering, Nanda et
+  al.); the final ones define the progress measures; final neuron table (neurons.csv).
+- `WeightNormMeasure` (any task): sum of squared weights, per tensor too.
+- `FourierSpectra`: Gini of the W_E and W_L spectra; per-frequency norms (spectra.csv);
+  the final logits' 2D Fourier spectrum.
+- `ProgressMeasures`: restricted loss (all pairs, test), excluded loss (train), trig fit
+  per final key frequency, excluded loss with each final key frequency removed alone.
+- `ClockPizza`: distance irrelevance and gradient symmetricity (Zhong et al.); the final
+  distance table.
+- `SoftmaxCollapseMeasure`: exact float32 softmax saturation on the train split.
+- `AttentionMeasure` (final only): attention from `=` over the (a, b) grid, its 2D
+  spectrum, and the attention scores in the Fourier basis.
+
+The Fourier measures of logits (restricted/excluded loss, trig fit, distance
+irrelevance) assume the answer is a function of a ± b: they are computed for `add` and
+`sub` and left NaN for other ops, whose circuits live in other bases.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from grokscope.analysis.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
+from grokscope.analysis.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
+from grokscope.analysis.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
+from grokscope.analysis.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
+from grokscope.analysis.key_frequencies import KeyFrequencies, key_frequencies_from_activations
+from grokscope.analysis.measure import CheckpointContext, FinalMeasured, Measure, Measured
+from grokscope.analysis.metrics import WeightNormMeasure
+from grokscope.analysis.progress import (
+    excluded_loss,
+    excluded_loss_per_frequency,
+    gini,
+    restricted_loss,
+    trig_fit,
+)
+from grokscope.analysis.softmax_collapse import softmax_collapse
+from grokscope.fastpath import last_position_forward, supports_fast_path
+from grokscope.tasks.modular.on_task import B_SIGN
+
+NAN = float("nan")
+
+
+def grid_labels(task) -> Tensor | None:
+    """Labels on the full p x p grid (None for div, whose grid has no b = 0 answers)."""
+    return task.labels if len(task) == task.p * task.p else None
+
+
+def answer_forward(ctx: CheckpointContext) -> tuple[Tensor, Tensor | None]:
+    """(logits (p², p) in float32, MLP hook_post (p², d_mlp) or None) at the `=` position over
+    the whole (a, b) grid, for the checkpoint in `ctx.model`; computed once per checkpoint."""
+
+    @torch.no_grad()
+    def compute():
+        model, p = ctx.model, ctx.task.p
+        if supports_fast_path(model):  # exact, and skips the positions that do not reach the logits
+            logits, post = last_position_forward(model, all_pairs_tokens(p))
+        else:
+            out = all_pairs_run(model, p)
+            logits, post = out.logits, out.mlp_post
+        return logits.float(), post
+
+    return ctx.cached("answer_forward", compute)
+
+
+def hooked_forward(ctx: CheckpointContext) -> AllPairsRun:
+    """The hooked forward over all pairs (logits, MLP activations, attention pattern)."""
+    return ctx.cached("hooked_forward", lambda: _no_grad(all_pairs_run, ctx.model, ctx.task.p))
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
+
+
+def final_key_frequencies(ctx: CheckpointContext) -> KeyFrequencies | None:
+    """Key frequencies of the final checkpoint (computed in setup, from the hooked forward)."""
+    if "final_key_frequencies" not in ctx.shared:
+        post = hooked_forward(ctx).mlp_post
+        ctx.shared["final_key_frequencies"] = (key_frequencies_from_activations(post, ctx.task.p)
+                                               if post is not None else None)
+    return ctx.shared["final_key_frequencies"]
+
+
+def _freqs(kf: KeyFrequencies | None) -> list[int]:
+    return kf.freqs if kf is not None else []
+
+
+class ModularLossAccuracy(Measure):
+    """train_loss, train_acc, test_loss, test_acc from the checkpoint (works for div too)."""
+
+    name = "loss_accuracy"
+
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        task = ctx.task
+        logits, _ = answer_forward(ctx)
+        ds_logits = logits[task.pair_index]
+        row = {}
+        for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
+            row[f"{split}_loss"] = cross_entropy(ds_logits, task.labels, idx)
+            row[f"{split}_acc"] = float((ds_logits[idx].argmax(-1) == task.labels[idx]).double().mean())
+        return Measured(scalars=row)
+
+
+class KeyFrequencyMeasure(Measure):
+    """n_key_freqs and key_freqs of each checkpoint (its own neuron clustering, threshold
+    0.85); final: the neuron table (neuron, freq, fraction) and the final key frequencies."""
+
+    name = "key_frequencies"
+
+    def setup(self, ctx: CheckpointContext) -> list[int]:
+        return _freqs(final_key_frequencies(ctx))
+
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        _, post = answer_forward(ctx)
+        kf = key_frequencies_from_activations(post, ctx.task.p) if post is not None else None
+        return Measured(scalars={"n_key_freqs": len(kf.freqs) if kf is not None else 0,
+                                 "key_freqs": " ".join(map(str, kf.freqs)) if kf is not None else ""})
+
+    def final(self, ctx: CheckpointContext) -> FinalMeasured:
+        kf = final_key_frequencies(ctx)
+        neurons = pd.DataFrame()
+        if kf is not None:
+            neurons = pd.DataFrame({"neuron": np.arange(len(kf.neuron_freq)), "freq": kf.neuron_freq.numpy(),
+                                    "fraction": kf.neuron_fraction.numpy()})
+        return FinalMeasured(tables={"neurons": neurons}, meta={"freqs": _freqs(kf)})
+
+
+class FourierSpectra(Measure):
+    """gini_embed, gini_logit (k >= 1); spectra.csv rows (k, embed, logit): per-frequency
+    norms of W_E and W_L = W_out W_U in the Fourier basis of Z_p; final: the 2D Fourier
+    spectrum of the logits (norm over output classes), (p, p)."""
+
+    name = "fourier_spectra"
+
+    @torch.no_grad()
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        p = ctx.task.p
+        embed = embedding_spectrum(ctx.model, p)
+        logit_spec = neuron_logit_spectrum(ctx.model, p)
+        return Measured(
+            scalars={"gini_embed": float(gini(embed[1:])), "gini_logit": float(gini(logit_spec[1:]))},
+            tables={"spectra": pd.DataFrame({"k": np.arange(len(embed)), "embed": embed.numpy(),
+                                             "logit": logit_spec.numpy()})},
+        )
+
+    def final(self, ctx: CheckpointContext) -> FinalMeasured:
+        logits = hooked_forward(ctx).logits
+        return FinalMeasured(arrays={"logit_spectrum": fourier_2d(logits.double(), ctx.task.p).norm(dim=-1).numpy()})
+
+
+class ProgressMeasures(Measure):
+    """Nanda et al.'s progress measures against the FINAL key frequencies: restricted_loss
+    (all pairs), restricted_loss_test, excluded_loss (train), trig_fit_<k>; spectra.csv
+    column excluded_loss (train loss with only frequency k removed; NaN off the key set)."""
+
+    name = "progress"
+
+    def setup(self, ctx: CheckpointContext) -> list[int]:
+        self.freqs = _freqs(final_key_frequencies(ctx))
+        self.b_sign = B_SIGN.get(ctx.task.op)
+        return self.freqs
+
+    @torch.no_grad()
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        task, freqs, b_sign = ctx.task, self.freqs, self.b_sign
+        logits, _ = answer_forward(ctx)
+        labels = grid_labels(task)
+        row = {"restricted_loss": NAN, "restricted_loss_test": NAN, "excluded_loss": NAN}
+        excluded_k = np.full(task.p // 2 + 1, np.nan)
+        if b_sign is not None and labels is not None and freqs:
+            row["restricted_loss"] = restricted_loss(logits, labels, freqs, b_sign=b_sign)
+            row["restricted_loss_test"] = restricted_loss(logits, labels, freqs, task.test_idx, b_sign=b_sign)
+            row["excluded_loss"] = excluded_loss(logits, labels, freqs, task.train_idx, b_sign=b_sign)
+            for k, v in zip(freqs, trig_fit(logits, freqs, b_sign=b_sign).tolist()):
+                row[f"trig_fit_{k}"] = v
+            # Each k costs a full float64 log-softmax over the train split.
+            per_k = excluded_loss_per_frequency(logits, labels, task.train_idx, freqs, b_sign=b_sign)
+            excluded_k[list(freqs)] = per_k.numpy()
+        return Measured(scalars=row, tables={"spectra": pd.DataFrame({"k": np.arange(len(excluded_k)),
+                                                                      "excluded_loss": excluded_k})})
+
+
+class ClockPizza(Measure):
+    """distance_irrelevance (odd p, a ± b ops) and gradient_symmetricity (a ± b ops), Zhong
+    et al.; final: the distance table of correct-class logits by (a + b, a − b)."""
+
+    name = "clock_pizza"
+
+    def setup(self, ctx: CheckpointContext) -> None:
+        self.b_sign = B_SIGN.get(ctx.task.op)
+
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        task = ctx.task
+        logits, _ = answer_forward(ctx)
+        labels = grid_labels(task)
+        row = {"distance_irrelevance": NAN, "gradient_symmetricity": NAN}
+        if self.b_sign is not None and labels is not None and task.p % 2:
+            # the (a+b, a-b) table is only a bijection of the grid for odd p
+            row["distance_irrelevance"] = distance_irrelevance(logits, labels)
+        if self.b_sign is not None:
+            row["gradient_symmetricity"] = gradient_symmetricity(ctx.model, task.p)
+        return Measured(scalars=row)
+
+    def final(self, ctx: CheckpointContext) -> FinalMeasured:
+        labels = grid_labels(ctx.task)
+        if self.b_sign is None or labels is None or not ctx.task.p % 2:
+            return FinalMeasured()
+        with torch.no_grad():
+            table = distance_table(hooked_forward(ctx).logits, labels)
+        return FinalMeasured(arrays={"distance_table": table.numpy()})
+
+
+class SoftmaxCollapseMeasure(Measure):
+    """softmax_collapse and zero_loss_frac: fractions of train samples whose float32
+    softmax sums to exactly 1 / whose loss is exactly 0 (Prieto et al.)."""
+
+    name = "softmax_collapse"
+
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        task = ctx.task
+        logits, _ = answer_forward(ctx)
+        collapse = softmax_collapse(logits[task.pair_index], task.labels, task.train_idx)
+        return Measured(scalars={"softmax_collapse": collapse.sum_is_one, "zero_loss_frac": collapse.zero_loss})
+
+
+class AttentionMeasure(Measure):
+    """Final only: attention from `=` to a and b over the grid (2, head, p, p), its 2D
+    Fourier spectrum, and each head's attention scores in the Fourier basis (head, p)."""
+
+    name = "attention"
+
+    @torch.no_grad()
+    def final(self, ctx: CheckpointContext) -> FinalMeasured:
+        p = ctx.task.p
+        attn = operand_attention_from_pattern(hooked_forward(ctx).pattern, p)
+        return FinalMeasured(arrays={"attention": attn.numpy(), "attention_spectrum": attention_spectrum(attn).numpy(),
+                                     "fourier_attention_scores": fourier_attention_scores(ctx.model, p).numpy()})
+
+
+def modular_measures() -> list[Measure]:
+    """Fresh instances of every modular measure, in table-column order."""
+    return [ModularLossAccuracy(), KeyFrequencyMeasure(), FourierSpectra(), WeightNormMeasure(), ProgressMeasures(),
+            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure()]

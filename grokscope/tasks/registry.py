@@ -1,0 +1,119 @@
+"""The task interface and the registry that finds a task by name.
+
+A task is one package under `grokscope/tasks/` (or any module of a user's) that builds a
+`TaskSpec` and passes it to `register_task`, in the manner of SAELens's
+`register_sae_class`. Everything grokscope does with a task goes through its spec:
+
+    spec = get_task("modular")
+    spec.validate(task_cfg)            # one-line ConfigError for a bad setting
+    task = spec.build(task_cfg, split, batch_size)   # a `Task` (the protocol below)
+    spec.measures()                    # the per-checkpoint measures `grokscope analyze` runs
+    spec.figures(analysis), spec.summary(analysis)   # its report
+
+The built-in tasks are imported the first time they are asked for, so reading a config
+(and `grokscope --help`) does not pay for torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from grokscope.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from grokscope.config import TaskConfig
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A dataset a model is trained and scored on: what the trainer and the analyses use.
+
+    `d_vocab`, `d_vocab_out`, `n_ctx` size the model. `train_batch` returns the batch of
+    optimizer step `step` (drawing from `generator` for streamed tasks, so a resumed run
+    draws the same batches). `answer_logits` maps a batch to (logits, targets) rows that
+    the loss compares. `evaluate` returns at least train/test loss and accuracy.
+    `split_tensors` is what is saved as split.safetensors and handed back to the task's
+    builder when the run is loaded.
+    """
+
+    name: ClassVar[str]
+    d_vocab: int
+    d_vocab_out: int
+    n_ctx: int
+
+    def split_tensors(self) -> dict[str, Tensor]: ...
+
+    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]: ...
+
+    def answer_logits(self, model, tokens: Tensor, labels: Tensor | None,
+                      fast: bool = True) -> tuple[Tensor, Tensor | None]: ...
+
+    def evaluate(self, model, fast: bool = True) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything grokscope needs to know about one task, registered under `name`.
+
+    - `build(task_cfg, split, batch_size)`: the `Task`; `split` is the saved
+      split.safetensors (None for a fresh run); `batch_size` is TrainConfig.batch_size
+      (0 = the task's default; full-batch tasks ignore it).
+    - `validate(task_cfg)`: raise a one-line ConfigError for settings the task cannot use.
+    - `measures()`: fresh `grokscope.analysis.measure.Measure` objects, in table-column order.
+    - `figures(analysis)`: the report's figures, a list of `grokscope.figures.Figure`.
+    - `summary(analysis)`: (label, value) rows describing the task, model and outcome.
+    - `describe(task_cfg)`: one line naming the task, e.g. "a add b mod 59, 50% train".
+    - `report_notes_html`: a paragraph printed under the report's summary (trusted HTML).
+    """
+
+    name: str
+    build: Callable[..., Task]
+    validate: Callable[[TaskConfig], None]
+    measures: Callable[[], list]
+    figures: Callable[[Any], list]
+    summary: Callable[[Any], list[tuple[str, str]]]
+    describe: Callable[[TaskConfig], str]
+    report_notes_html: str = ""
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+# Built-in tasks: name -> the module whose import registers it.
+BUILTIN_TASKS = {"modular": "grokscope.tasks.modular", "addition": "grokscope.tasks.addition"}
+
+
+def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    """Make `spec` available by `spec.name` (to configs, train, analyze, report, sweeps)."""
+    if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] is not spec:
+        raise ConfigError(f"a task named '{spec.name}' is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    """Remove a registered task (tests that register a toy task clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def task_names() -> list[str]:
+    """Names of every task that can be asked for: built-in and registered."""
+    return sorted(set(BUILTIN_TASKS) | set(_REGISTRY))
+
+
+def get_task(name: str) -> TaskSpec:
+    """The `TaskSpec` registered as `name`; a one-line ConfigError for an unknown name."""
+    if name not in _REGISTRY and name in BUILTIN_TASKS:
+        import_module(BUILTIN_TASKS[name])  # registers itself
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown task '{name}' (choose from {', '.join(task_names())})")
+    return _REGISTRY[name]
+
+
+def make_task(cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0) -> Task:
+    """Build the task named by `cfg.task`, with a saved split when one is given."""
+    return get_task(cfg.task).build(cfg, split, batch_size)
