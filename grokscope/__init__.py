@@ -13,6 +13,7 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.embedding_spectrum(model, p), grokscope.key_frequencies(model, task),
     grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
     grokscope.register_task(TaskSpec(...)), grokscope.get_task(name)   (the task registry)
+    grokscope.register_measure(task_name, MeasureClass)   (add a measure to a task's analyses)
     grokscope.Measure, Measured, FinalMeasured    (the per-checkpoint measure interface)
     grokscope.run_sweep(spec_path, out_dir) -> status   (a grid of runs, see analyses/*.toml)
     grokscope.sweep_table(sweep_dir) -> DataFrame       (one row per run of a sweep)
@@ -41,6 +42,8 @@ _LAZY = {
     "get_task": "grokscope.tasks.registry",
     "register_task": "grokscope.tasks.registry",
     "unregister_task": "grokscope.tasks.registry",
+    "register_measure": "grokscope.tasks.registry",
+    "unregister_measure": "grokscope.tasks.registry",
     "Task": "grokscope.tasks.registry",
     "TaskSpec": "grokscope.tasks.registry",
     "Measure": "grokscope.analysis.measure",

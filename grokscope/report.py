@@ -86,9 +86,11 @@ def run_summary_rows(a: Analysis) -> list[tuple[str, str]]:
 
 
 def render_report(a: Analysis) -> str:
-    """The report's HTML text for an `Analysis` of any registered task."""
+    """The report's HTML text for an `Analysis` of any registered task: the task's figures,
+    then those its measures declare."""
     spec = get_task(a.run.config.task.task)
-    return render_page(f"grokscope report: {a.run.name}", summary_table_html(run_summary_rows(a)), spec.figures(a),
+    figures = list(spec.figures(a)) + [f for m in a.measures for f in m.figures(a)]
+    return render_page(f"grokscope report: {a.run.name}", summary_table_html(run_summary_rows(a)), figures,
                        notes_html=spec.report_notes_html)
 
 

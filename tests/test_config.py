@@ -1,6 +1,8 @@
 import pytest
 
-from grokscope.config import ConfigError, RunConfig, is_prime, preset
+from grokscope.config import RunConfig, preset
+from grokscope.errors import ConfigError
+from grokscope.tasks.modular.config import is_prime
 
 
 def test_nanda_preset_matches_paper():

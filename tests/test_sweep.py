@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import grokscope
-from grokscope.config import ConfigError
+from grokscope.errors import ConfigError
 from grokscope.constants import DONE_FILENAME, FAILED_FILENAME, METRICS_FILENAME, SWEEP_STATUS_FILENAME
 from grokscope.stacked import max_abs_weight_difference
 from grokscope.sweep import parse_spec, read_status, run_sweep

@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 import grokscope
-from grokscope.checkpoints import CheckpointError, checkpoint_schedule
-from grokscope.config import ConfigError
+from grokscope.checkpoints import checkpoint_schedule
+from grokscope.errors import CheckpointError
+from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
 from grokscope.trainer import lr_at
 

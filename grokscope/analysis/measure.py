@@ -21,6 +21,10 @@ The pipeline calls, for every measure of the task:
    each in checkpoints.csv) and long tables (rows of `<name>.csv`, the pipeline adds the
    `step` column; tables of the same name from several measures are joined side by side).
 
+A measure may also declare report figures (`figures(analysis)`); the report draws them
+after the task's own. To add a measure to every analysis of a task without touching the
+task: `grokscope.tasks.register_measure("modular", MyMeasure)`.
+
 `ctx.cached(key, compute)` shares work between the measures of one checkpoint (e.g. one
 forward pass over the whole dataset); the cache is emptied when the checkpoint changes.
 """
@@ -96,3 +100,8 @@ class Measure:
     def final(self, ctx: CheckpointContext) -> FinalMeasured:
         """Arrays, tables and meta of the final checkpoint (in `ctx.model`)."""
         return FinalMeasured()
+
+    def figures(self, analysis: Any) -> list:
+        """Report figures (`grokscope.figures.Figure`) drawn from this measure's columns,
+        tables or arrays in `analysis` (the task's own figures come first)."""
+        return []

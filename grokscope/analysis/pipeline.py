@@ -46,7 +46,7 @@ from grokscope.constants import (
 from grokscope.errors import CheckpointError, ConfigError, SkippedCheckpointWarning
 from grokscope.model import build_model_for_task, param_count
 from grokscope.run import Run
-from grokscope.tasks.registry import get_task
+from grokscope.tasks.registry import get_task, task_measures
 
 ANALYSIS_VERSION = 2
 # Backwards-compatible names of the main files.
@@ -63,7 +63,7 @@ class Analysis:
     tables by name (e.g. "spectra": step, k, per-frequency norms; "neurons": the final
     neuron -> frequency assignment). `final`: arrays of the final checkpoint. `meta`: what
     meta.json holds (fingerprints, each measure's final meta under "measures", the
-    parameter count, skipped files).
+    parameter count, skipped files). `measures`: the Measure objects that ran.
     """
 
     run: Any
@@ -73,6 +73,7 @@ class Analysis:
     phases: Phases
     meta: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    measures: list[Measure] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -152,7 +153,8 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def analyze(run, *, progress: bool = True, force: bool = False, measures: list[Measure] | None = None) -> Analysis:
     """Analyse every checkpoint of `run` (a Run or a path); write RUN_DIR/analysis/; return it.
 
-    `measures` defaults to the run's task's (`TaskSpec.measures()`); pass others (e.g. a
+    `measures` defaults to the run's task's (`TaskSpec.measures()` and any registered with
+    `grokscope.tasks.register_measure`); pass others (e.g. a
     research script's own `Measure`, or the task's with other settings) to run those.
     Checkpoints already in analysis/checkpoints.csv are not measured again (unless `force`,
     or a measure's fingerprint changed). A corrupt checkpoint is skipped with a warning
@@ -164,7 +166,7 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
     if not steps:
         raise ConfigError(f"{run.path} has no checkpoints to analyse")
     spec = get_task(run.config.task.task)
-    measures = spec.measures() if measures is None else list(measures)
+    measures = task_measures(spec.name) if measures is None else list(measures)
     names = [m.name for m in measures]
     if len(set(names)) != len(names):
         raise ConfigError(f"measure names must be unique, got {names}")
@@ -203,6 +205,9 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
     expect = {"version": ANALYSIS_VERSION, "task": spec.name, "measure_names": names,
               "fingerprints": json.loads(json.dumps(fingerprints, default=float))}
     old_rows, old_tables = (pd.DataFrame(), {}) if force else _previous(folder, expect)
+    if len(old_rows):  # rows of checkpoints that still exist; long tables follow the main table
+        old_rows = old_rows[old_rows["step"].isin(steps)].drop_duplicates("step")
+        old_tables = {n: df[df["step"].isin(old_rows["step"])] for n, df in old_tables.items()}
     done = set(old_rows["step"].tolist()) if len(old_rows) else set()
 
     rows: list[dict[str, Any]] = []
@@ -252,4 +257,4 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
             "final_tables": sorted(final_tables), "measures": measure_meta}
     atomic_write_bytes(folder / ANALYSIS_META_FILENAME, json.dumps(meta, indent=2, default=float).encode())
     return Analysis(run=run, table=table, tables=tables, final=final_arrays, phases=phases, meta=meta,
-                    skipped=skipped)
+                    skipped=skipped, measures=measures)

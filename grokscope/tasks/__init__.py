@@ -14,10 +14,13 @@ from grokscope.tasks.registry import (
     TaskSpec,
     get_task,
     make_task,
+    register_measure,
     register_task,
+    task_measures,
     task_names,
+    unregister_measure,
     unregister_task,
 )
 
-__all__ = ["BUILTIN_TASKS", "Task", "TaskSpec", "get_task", "make_task", "register_task", "task_names",
-           "unregister_task"]
+__all__ = ["BUILTIN_TASKS", "Task", "TaskSpec", "get_task", "make_task", "register_measure", "register_task",
+           "task_measures", "task_names", "unregister_measure", "unregister_task"]

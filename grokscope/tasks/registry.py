@@ -83,6 +83,7 @@ class TaskSpec:
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
+_EXTRA_MEASURES: dict[str, list[Callable[[], Any]]] = {}
 # Built-in tasks: name -> the module whose import registers it.
 BUILTIN_TASKS = {"modular": "grokscope.tasks.modular", "addition": "grokscope.tasks.addition"}
 
@@ -112,6 +113,26 @@ def get_task(name: str) -> TaskSpec:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown task '{name}' (choose from {', '.join(task_names())})")
     return _REGISTRY[name]
+
+
+def register_measure(task_name: str, factory: Callable[[], Any]) -> None:
+    """Add a measure to every analysis of task `task_name`: `factory()` returns a fresh
+    `grokscope.analysis.measure.Measure` (a class works). It runs after the task's own."""
+    _EXTRA_MEASURES.setdefault(task_name, [])
+    if factory not in _EXTRA_MEASURES[task_name]:
+        _EXTRA_MEASURES[task_name].append(factory)
+
+
+def unregister_measure(task_name: str, factory: Callable[[], Any]) -> None:
+    """Remove a measure added with `register_measure` (no error if it is not there)."""
+    if factory in _EXTRA_MEASURES.get(task_name, []):
+        _EXTRA_MEASURES[task_name].remove(factory)
+
+
+def task_measures(name: str) -> list:
+    """Fresh instances of the measures `grokscope analyze` runs for task `name`: the task's
+    own (`TaskSpec.measures()`), then every registered extra one."""
+    return get_task(name).measures() + [factory() for factory in _EXTRA_MEASURES.get(name, [])]
 
 
 def make_task(cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0) -> Task:

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 import grokscope
-from grokscope.analysis import pipeline
+from grokscope.analysis.measure import FinalMeasured, Measure, Measured
 from grokscope.analysis.pipeline import TABLE_FILE, analyze
 from grokscope.constants import ANALYSIS_DIRNAME
+from grokscope.errors import SkippedCheckpointWarning
+from grokscope.tasks import register_measure, task_measures, unregister_measure
 
 REQUIRED = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
             "gini_embed", "gini_logit", "weight_norm", "n_key_freqs"]
@@ -38,17 +40,66 @@ def test_table_has_a_row_per_checkpoint(small_run):
     assert a.spectra.groupby("step").size().iloc[0] == 23 // 2 + 1
 
 
-def test_rerun_only_analyses_new_checkpoints(small_run, monkeypatch):
-    analyze(small_run, progress=False, force=True)
+class CountingMeasure(Measure):
+    """Records which steps it measured; its column is the squared norm of W_E."""
+
+    name = "counting"
+
+    def __init__(self, fingerprint="v1"):
+        self.steps, self.fingerprint = [], fingerprint
+
+    def setup(self, ctx):
+        return self.fingerprint
+
+    def at_checkpoint(self, ctx):
+        self.steps.append(ctx.step)
+        w = ctx.model.W_E.detach().double()
+        return Measured(scalars={"w_e_sq": float(w.pow(2).sum())},
+                        tables={"w_e_rows": pd.DataFrame({"row": range(3), "norm": w[:3].norm(dim=1).tolist()})})
+
+    def final(self, ctx):
+        return FinalMeasured(arrays={"w_e": ctx.model.W_E.detach().numpy()}, meta={"final_step": ctx.step})
+
+
+def test_rerun_only_analyses_new_checkpoints(small_run):
+    analyze(small_run, progress=False, force=True, measures=task_measures("modular") + [CountingMeasure()])
     table_path = small_run.path / ANALYSIS_DIRNAME / TABLE_FILE
     table = pd.read_csv(table_path)
     table[table["step"] != small_run.steps[3]].to_csv(table_path, index=False)  # "new" checkpoint
-    calls = []
-    real = pipeline._checkpoint_row
-    monkeypatch.setattr(pipeline, "_checkpoint_row", lambda *a, **k: calls.append(1) or real(*a, **k))
-    a = analyze(small_run, progress=False)
-    assert len(calls) == 1
+    counter = CountingMeasure()
+    a = analyze(small_run, progress=False, measures=task_measures("modular") + [counter])
+    assert counter.steps == [small_run.steps[3]]
     assert list(a.table["step"]) == small_run.steps
+    assert list(a.tables["w_e_rows"]["step"]) == [s for s in small_run.steps for _ in range(3)]
+    # a changed fingerprint (what every checkpoint is measured against) re-measures everything
+    counter = CountingMeasure(fingerprint="v2")
+    analyze(small_run, progress=False, measures=task_measures("modular") + [counter])
+    assert counter.steps == small_run.steps
+
+
+def test_a_plug_in_measure_reaches_tables_meta_and_report(small_run):
+    class WithFigure(CountingMeasure):
+        def figures(self, analysis):
+            import plotly.graph_objects as go
+
+            from grokscope.figures import Figure
+
+            t = analysis.table
+            return [Figure("W_E size", "Sum of squares of W_E per checkpoint.", go.Figure(go.Scatter(
+                x=t["step"], y=t["w_e_sq"])))]
+
+    register_measure("modular", WithFigure)
+    try:
+        a = analyze(small_run, progress=False, force=True)
+    finally:
+        unregister_measure("modular", WithFigure)
+    assert "w_e_sq" in a.table.columns and a.table["w_e_sq"].notna().all()
+    assert (a.folder / "w_e_rows.csv").exists()
+    assert a.final["w_e"].shape == (24, 16)
+    assert a.measure_meta("counting") == {"final_step": small_run.steps[-1]}
+    html = grokscope.write_report(a).read_text()
+    assert "W_E size" in html
+    assert "w_e_sq" not in [m.name for m in task_measures("modular")]  # unregistered again
 
 
 def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path):
@@ -56,7 +107,7 @@ def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path):
     run = grokscope.train(cfg, tmp_path / "r", progress=False)
     bad = run.checkpoint_path(3)
     bad.write_bytes(b"not a safetensors file")
-    with pytest.warns(UserWarning, match="step_00000003.safetensors"):
+    with pytest.warns(SkippedCheckpointWarning, match="step_00000003.safetensors"):
         a = analyze(run, progress=False)
     assert list(a.table["step"]) == [0, 1, 2, 4, 5, 6]
     assert a.skipped == [str(bad)]

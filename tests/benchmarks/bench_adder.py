@@ -26,9 +26,9 @@ import torch
 
 from grokscope.config import preset
 from grokscope.losses import cross_entropy
+from grokscope.fastpath import answer_position_forward
 from grokscope.model import build_model_for_task
 from grokscope.tasks import make_task
-from grokscope.tasks.addition import answer_position_logits
 from grokscope.trainer import make_optimizer, train_step
 
 
@@ -74,7 +74,7 @@ def main() -> None:
     fast_opt = make_optimizer(fast_model, tcfg)
     with torch.no_grad():
         tokens = batches[0][0]
-        diff = (answer_position_logits(fast_model, tokens, task.eq_pos)
+        diff = (answer_position_forward(fast_model, tokens, task.eq_pos)[0]
                 - fast_model(tokens)[:, task.eq_pos :]).abs().max().item()
 
     def fast_step(tokens, labels):

@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grokscope.config import ConfigError, TaskConfig
+from grokscope.config import TaskConfig
+from grokscope.errors import ConfigError
 from grokscope.tasks import make_task
 from grokscope.tasks.modular import apply_op, modular_inverse
 

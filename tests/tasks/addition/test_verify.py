@@ -7,10 +7,10 @@ import torch
 from click.testing import CliRunner
 
 import grokscope
-from grokscope.addition_format import carry_chain_length
+from grokscope.tasks.addition.format import carry_chain_length
 from grokscope.cli import main
 from grokscope.config import RunConfig, preset
-from grokscope.verify import edge_cases, greedy_decode, random_pairs, verify_model
+from grokscope.tasks.addition.verify import edge_cases, greedy_decode, random_pairs, verify_model
 from tests.adder_stubs import OracleStub
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import grokscope
-from grokscope.addition_format import (
+from grokscope.tasks.addition.format import (
     EOS,
     EQ,
     PLUS,
@@ -17,14 +17,15 @@ from grokscope.addition_format import (
     encode,
     parse_curriculum,
 )
-from grokscope.config import ConfigError, TaskConfig, preset
+from grokscope.config import TaskConfig, preset
+from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME
+from grokscope.fastpath import answer_position_forward
 from grokscope.model import build_model_for_task, param_count
 from grokscope.tasks import make_task
 from grokscope.tasks.addition import (
     AdditionTask,
     add_digits,
-    answer_position_logits,
     int_to_digits,
     longest_carry_chain,
     sequences_from_ints,
@@ -172,7 +173,7 @@ def test_fast_path_equals_hooked_forward(over):
     tokens = tokens[:64]
     with torch.no_grad():
         ref = model(tokens)[:, task.eq_pos :]
-        fast = answer_position_logits(model, tokens, task.eq_pos)
+        fast = answer_position_forward(model, tokens, task.eq_pos)[0]
     assert fast.shape == (64, 12, 14)
     assert (fast - ref).abs().max().item() < 1e-4
 

@@ -6,7 +6,8 @@ import torch
 import grokscope
 from grokscope.analysis import progress
 from grokscope.analysis.common import all_pairs_logits
-from grokscope.config import ConfigError, ModelConfig, TaskConfig
+from grokscope.config import ModelConfig, TaskConfig
+from grokscope.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""grokscope.analysis.adder: known answers for each measure, and the per-run tables."""
+"""grokscope.tasks.addition.measures: known answers for each measure, and the per-run tables."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import pytest
 import torch
 
 import grokscope
-from grokscope.addition_format import carry_chain_length
-from grokscope.analysis.adder import (
-    analyze_adder_run,
+from grokscope.tasks.addition.format import carry_chain_length
+from grokscope.analysis.pipeline import analyze
+from grokscope.tasks.addition.measures import (
+    addition_measures,
     attention_alignment,
     carry_chain_set,
     digit_embedding_spectrum,
     embedding_pca_axes,
     project_embeddings,
 )
-from grokscope.config import ConfigError, preset
+from grokscope.config import preset
+from grokscope.errors import ConfigError
 
 
 def test_carry_chain_set_covers_every_length_with_true_labels():
@@ -66,40 +68,48 @@ def test_embedding_pca_on_a_line_of_digits():
     assert proj[9, 0] - proj[0, 0] == pytest.approx(9.0, abs=1e-4)
 
 
-def test_analyze_adder_run_tables(tmp_path):
-    cfg = preset("adder-777").replace(n_digits=3, curriculum="1-3:8", epochs=8, batch_size=32, warmup_steps=1)
+def test_addition_measures_tables(tmp_path):
+    cfg = preset("adder-777").replace(n_digits=3, curriculum="1-3:8", epochs=8, batch_size=32, warmup_steps=1,
+                                      n_checkpoints=3, n_log_checkpoints=0)
     run = grokscope.train(cfg, tmp_path / "r", progress=False)
-    out = analyze_adder_run(run, steps=[0, 4, 8], per_chain=10)
-    t = out["table"]
-    assert t["step"].tolist() == [0, 4, 8]
+    steps = run.steps
+    assert steps[0] == 0 and steps[-1] == 8 and len(steps) >= 3
+    a = analyze(run, progress=False, measures=addition_measures(per_chain=10))
+    t = a.table
+    assert t["step"].tolist() == steps
     assert {"loss", "exact_match", "digit0_acc", "digit3_acc", "eos_acc", "align_same", "align_prev",
             "chain_min_acc", "pca_var_final_axes"} <= set(t.columns)
     # teacher-forced loss/accuracy here equal the trainer's logged test metrics at the same steps
-    logged = run.metrics.set_index("step").loc[[0, 4, 8]]
+    logged = run.metrics.set_index("step").loc[steps]
     assert t["exact_match"].tolist() == pytest.approx(logged["test_acc"].tolist())
     assert t["loss"].tolist() == pytest.approx(logged["test_loss"].tolist(), rel=1e-5)
     assert t["digit1_acc"].tolist() == pytest.approx(logged["test_digit1_acc"].tolist())
-    assert set(out["carry_chain"]["chain"]) == {0, 1, 2, 3}
-    assert len(out["alignment"]) == 3 * 3 and set(out["alignment"]["top_key"]) <= set(out["meta"]["key_labels"]) and len(out["embed_spectrum"]) == 3 * 6
-    assert len(out["embed_pca"]) == 3 * 14
-    assert out["final_attention"].shape == (5, 12)
-    assert out["final_attention"].sum(1) == pytest.approx([1.0] * 5)
-    assert out["meta"]["key_labels"][:4] == ["a2", "a1", "a0", "+"] and out["meta"]["key_labels"][-1] == "s3"
-    with pytest.raises(ConfigError, match="was not saved"):
-        analyze_adder_run(run, steps=[99])
+    assert t["test_acc"].tolist() == logged["test_acc"].tolist()  # LoggedMetrics copies the log
+    tables = a.tables
+    assert set(tables["adder_carry_chain"]["chain"]) == {0, 1, 2, 3}
+    assert (tables["adder_carry_chain"]["pairs"] == 10).all()
+    labels = a.measure_meta("teacher_forced")["key_labels"]
+    assert len(tables["adder_alignment"]) == len(steps) * 3 and set(tables["adder_alignment"]["top_key"]) <= set(labels)
+    assert len(a.spectra) == len(steps) * 6 and set(a.spectra.columns) == {"step", "k", "embed"}
+    assert len(tables["adder_embed_pca"]) == len(steps) * 14
+    assert a.final["final_attention"].shape == (5, 12)
+    assert a.final["final_attention"].sum(1) == pytest.approx([1.0] * 5)
+    assert labels[:4] == ["a2", "a1", "a0", "+"] and labels[-1] == "s3"
 
 
-def test_analyze_adder_writes_and_reuses_tables(tmp_path):
-    from grokscope.analysis.adder import ADDER_FILES, analyze_adder
-
+def test_analyze_addition_run_writes_and_reuses_tables(tmp_path):
     cfg = preset("adder-777").replace(n_digits=2, curriculum="1-2:4", epochs=4, batch_size=16, warmup_steps=1)
     run = grokscope.train(cfg, tmp_path / "r", progress=False)
-    first = analyze_adder(run, progress=False, per_chain=5)
-    assert first.kind == "adder" and first.table["step"].tolist() == run.steps
+    first = analyze(run, progress=False, measures=addition_measures(per_chain=5))
+    assert first.kind == "addition" and first.table["step"].tolist() == run.steps
     assert {"test_acc", "train_acc", "exact_match", "align_same"} <= set(first.table.columns)
     assert set(first.spectra.columns) == {"step", "k", "embed"}
-    for f in ADDER_FILES.values():
-        assert (first.folder / f).exists()
-    again = analyze_adder(run, progress=False, per_chain=5)  # served from the CSVs
-    assert again.table["exact_match"].tolist() == pytest.approx(first.table["exact_match"].tolist())
-    assert again.extra["meta"]["key_labels"] == first.extra["meta"]["key_labels"]
+    for name in ("adder_carry_chain", "adder_alignment", "adder_embed_pca", "spectra"):
+        assert (first.folder / f"{name}.csv").exists()
+    again = analyze(run, progress=False, measures=addition_measures(per_chain=5))  # served from the CSVs
+    assert again.table["exact_match"].tolist() == first.table["exact_match"].tolist()
+    assert again.tables["adder_alignment"]["top_key"].tolist() == first.tables["adder_alignment"]["top_key"].tolist()
+    assert again.measure_meta("teacher_forced")["key_labels"] == first.measure_meta("teacher_forced")["key_labels"]
+    # another per_chain is another fingerprint: everything is measured again
+    other = analyze(run, progress=False, measures=addition_measures(per_chain=3))
+    assert (other.tables["adder_carry_chain"]["pairs"] <= 3).all()
