@@ -135,8 +135,9 @@ def fourier_2d(
 
 
 @functools.lru_cache(maxsize=8)
-def _all_directions64(p: int, b_sign: int) -> tuple[Tensor, Tensor]:
-    """Unit cos/sin directions for every k = 1..p//2, rows k-1; sin row of k = p/2 is zero."""
+def sum_directions_table(p: int, b_sign: int) -> tuple[Tensor, Tensor]:
+    """Unit cos/sin(w_k (a + b_sign b)) directions in R^{p²} (batch index a*p + b) for every
+    k = 1..p//2, row k-1, float64; the sin row of k = p/2 (even p) is zero."""
     a = torch.arange(p, dtype=torch.float64).repeat_interleave(p)
     b = torch.arange(p, dtype=torch.float64).repeat(p)
     k = torch.arange(1, p // 2 + 1, dtype=torch.float64)[:, None]
@@ -151,9 +152,10 @@ def _all_directions64(p: int, b_sign: int) -> tuple[Tensor, Tensor]:
     return cos, sin
 
 
-def _directions(p: int, freqs: tuple[int, ...], b_sign: int) -> tuple[Tensor, Tensor]:
-    """Float64 directions (cos rows, then non-vanishing sin rows) and their owner positions."""
-    cos, sin = _all_directions64(p, b_sign)
+def stacked_sum_directions(p: int, freqs: tuple[int, ...], b_sign: int) -> tuple[Tensor, Tensor]:
+    """Float64 unit directions in R^{p²} of `freqs` (cos rows, then the non-vanishing sin
+    rows; see `sum_directions_table`) and, per row, the position in `freqs` it belongs to."""
+    cos, sin = sum_directions_table(p, b_sign)
     rows = torch.tensor(freqs, dtype=torch.int64) - 1
     owner = torch.arange(len(freqs))
     has_sin = torch.tensor([2 * k != p for k in freqs], dtype=torch.bool)
@@ -161,7 +163,8 @@ def _directions(p: int, freqs: tuple[int, ...], b_sign: int) -> tuple[Tensor, Te
     return dirs, torch.cat([owner, owner[has_sin]])
 
 
-def _check_freqs(p: int, freqs: Freqs, b_sign: int = 1) -> tuple[int, ...]:
+def check_freqs(p: int, freqs: Freqs, b_sign: int = 1) -> tuple[int, ...]:
+    """`freqs` as a tuple of ints; ValueError if one is outside 1..p//2, repeated, or b_sign is not ±1."""
     fr = tuple(int(k) for k in (freqs.tolist() if isinstance(freqs, Tensor) else freqs))
     for k in fr:
         if not 1 <= k <= p // 2:
@@ -189,8 +192,8 @@ def sum_directions(
     orthonormal for distinct ``k`` in ``1..p//2``. ``b_sign = 1`` is addition (the paper);
     these directions are specific to ``a ± b`` tasks.
     """
-    fr = _check_freqs(p, freqs, b_sign)
-    dirs, owner = _directions(p, fr, b_sign)
+    fr = check_freqs(p, freqs, b_sign)
+    dirs, owner = stacked_sum_directions(p, fr, b_sign)
     return dirs.to(dtype=dtype, device=device), owner.to(device=device)
 
 

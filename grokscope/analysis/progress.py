@@ -38,7 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .common import as_logits, cross_entropy, infer_p
-from .fourier import Freqs, _all_directions64, _check_freqs, _directions, embedding_spectrum, neuron_logit_spectrum
+from .fourier import Freqs, sum_directions_table, check_freqs, stacked_sum_directions, embedding_spectrum, neuron_logit_spectrum
 
 if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
     from transformer_lens import HookedTransformer
@@ -66,7 +66,7 @@ _CHUNK_ELEMENTS = 1_000_000
 
 def _projection(logits64: Tensor, p: int, freqs: tuple[int, ...], b_sign: int) -> Tensor:
     """``P_K L`` in float64."""
-    dirs, _ = _directions(p, freqs, b_sign)
+    dirs, _ = stacked_sum_directions(p, freqs, b_sign)
     dirs = dirs.to(logits64.device)
     return dirs.T @ (dirs @ logits64)
 
@@ -80,7 +80,7 @@ def restricted_logits(
     """Float64 restricted logits ``P_K L + mean_batch(L − P_K L)`` (standard basis, all pairs)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
-    fr = _check_freqs(p, freqs, b_sign)
+    fr = check_freqs(p, freqs, b_sign)
     proj = _projection(logits, p, fr, b_sign)
     return proj + (logits - proj).mean(dim=0, keepdim=True)
 
@@ -109,7 +109,7 @@ def excluded_logits(
     """Float64 excluded logits ``L − P_K L`` (no mean correction; standard basis, all pairs)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
-    fr = _check_freqs(p, freqs, b_sign)
+    fr = check_freqs(p, freqs, b_sign)
     return logits - _projection(logits, p, fr, b_sign)
 
 
@@ -124,8 +124,8 @@ def excluded_loss(
     """Excluded loss: float64 CE of ``L − P_K L`` on the train split (all ``k`` in ``freqs`` removed)."""
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
-    fr = _check_freqs(p, freqs, b_sign)
-    dirs, _ = _directions(p, fr, b_sign)
+    fr = check_freqs(p, freqs, b_sign)
+    dirs, _ = stacked_sum_directions(p, fr, b_sign)
     dirs = dirs.to(logits.device)
     train_idx = train_idx.to(logits.device)
     excl = logits[train_idx] - dirs[:, train_idx].T @ (dirs @ logits)
@@ -149,7 +149,7 @@ def excluded_loss_per_frequency(
     """
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
-    fr = _check_freqs(p, range(1, p // 2 + 1) if freqs is None else freqs, b_sign)
+    fr = check_freqs(p, range(1, p // 2 + 1) if freqs is None else freqs, b_sign)
     out = torch.empty(len(fr), dtype=torch.float64, device=logits.device)
     if not fr:
         return out
@@ -185,7 +185,7 @@ def excluded_loss_per_frequency(
 
 
 def _directions_all(p: int, b_sign: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    cos, sin = _all_directions64(p, b_sign)
+    cos, sin = sum_directions_table(p, b_sign)
     return cos.to(device), sin.to(device)
 
 
@@ -260,7 +260,7 @@ def trig_fit(
     """
     logits = as_logits(model_or_logits).detach().to(torch.float64)
     p = logits.shape[1]
-    fr = _check_freqs(p, range(1, p // 2 + 1) if freqs is None else freqs, b_sign)
+    fr = check_freqs(p, range(1, p // 2 + 1) if freqs is None else freqs, b_sign)
     k = torch.tensor(fr, dtype=torch.float64, device=logits.device)[:, None]
     a = torch.arange(p, dtype=torch.float64, device=logits.device)
     ab = (a.repeat_interleave(p) + b_sign * a.repeat(p))[None, :]

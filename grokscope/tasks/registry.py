@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from grokscope.config import TaskConfig
+# A `grokscope.config.TaskConfig`; not imported, since config imports this registry.
+TaskConfig = Any
 
 
 @runtime_checkable
