@@ -123,7 +123,7 @@ def analyze(run_dir, force, progress, analyze_runs) -> None:
         path = write_sweep_report(run_dir, analyze_runs=analyze_runs, progress=progress)
         click.echo(f"sweep report: {path}")
         return
-    from grokscope.analysis.pipeline import analyze as run_analysis
+    from grokscope.pipeline import analyze as run_analysis
     from grokscope.report import write_report
     from grokscope.run import is_run_dir
 

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.analysis.phases import Phases
+from grokscope.measures.phases import Phases
 
 
 class Figure(NamedTuple):

@@ -21,7 +21,7 @@ from string import Template
 
 from plotly.offline import get_plotlyjs
 
-from grokscope.analysis.pipeline import Analysis
+from grokscope.pipeline import Analysis
 from grokscope.checkpoints import atomic_write_bytes
 from grokscope.config import RunConfig
 from grokscope.constants import REPORT_FILENAME

@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.analysis.pipeline import analyze
+from grokscope.pipeline import analyze
 from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
 from grokscope.errors import ConfigError

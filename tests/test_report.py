@@ -10,7 +10,7 @@ import pytest
 
 import grokscope
 from tests.browser import CHROMIUM, body_attributes_in_chromium
-from grokscope.analysis.pipeline import analyze
+from grokscope.pipeline import analyze
 from grokscope.report import write_report
 
 NASTY = "run<img src=x onerror=alert(1)>&"

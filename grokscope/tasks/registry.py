@@ -66,7 +66,7 @@ class TaskSpec:
       split.safetensors (None for a fresh run); `batch_size` is TrainConfig.batch_size
       (0 = the task's default; full-batch tasks ignore it).
     - `validate(task_cfg)`: raise a one-line ConfigError for settings the task cannot use.
-    - `measures()`: fresh `grokscope.analysis.measure.Measure` objects, in table-column order.
+    - `measures()`: fresh `grokscope.measures.base.Measure` objects, in table-column order.
     - `figures(analysis)`: the report's figures, a list of `grokscope.figures.Figure`.
     - `summary(analysis)`: (label, value) rows describing the task, model and outcome.
     - `describe(task_cfg)`: one line naming the task, e.g. "a add b mod 59, 50% train".
@@ -118,7 +118,7 @@ def get_task(name: str) -> TaskSpec:
 
 def register_measure(task_name: str, factory: Callable[[], Any]) -> None:
     """Add a measure to every analysis of task `task_name`: `factory()` returns a fresh
-    `grokscope.analysis.measure.Measure` (a class works). It runs after the task's own."""
+    `grokscope.measures.base.Measure` (a class works). It runs after the task's own."""
     _EXTRA_MEASURES.setdefault(task_name, [])
     if factory not in _EXTRA_MEASURES[task_name]:
         _EXTRA_MEASURES[task_name].append(factory)

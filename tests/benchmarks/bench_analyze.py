@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=250)
     args = parser.parse_args()
 
-    from grokscope.analysis.pipeline import analyze
+    from grokscope.pipeline import analyze
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or synthetic_run(Path(tmp) / "nanda-random", args.n)

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import grokscope
-from grokscope.analysis.measure import CheckpointContext, FinalMeasured, Measure, Measured
-from grokscope.analysis.metrics import TaskMetrics, WeightNormMeasure
+from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
+from grokscope.measures.metrics import TaskMetrics, WeightNormMeasure
 from grokscope.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
 from grokscope.errors import ConfigError
 from grokscope.fastpath import last_position_logits, supports_fast_path

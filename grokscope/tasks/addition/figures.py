@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from grokscope.figures import Figure, spectrum_slider
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
-    from grokscope.analysis.pipeline import Analysis
+    from grokscope.pipeline import Analysis
 
 
 def addition_summary(a: Analysis) -> list[tuple[str, str]]:

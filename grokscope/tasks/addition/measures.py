@@ -37,9 +37,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from grokscope.analysis.fourier import fourier_basis, group_by_frequency
-from grokscope.analysis.measure import CheckpointContext, FinalMeasured, Measure, Measured
-from grokscope.analysis.metrics import LoggedMetrics
+from grokscope.measures.fourier import fourier_basis, group_by_frequency
+from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
+from grokscope.measures.metrics import LoggedMetrics
 from grokscope.tasks.addition.data import add_digits, digits_to_int, longest_carry_chain, sequences_from_ints
 
 __all__ = [
@@ -122,7 +122,7 @@ def attention_alignment(pattern: Float[Tensor, "b ans pos"], n_digits: int) -> d
 def digit_embedding_spectrum(W_E: Float[Tensor, "vocab d_model"]) -> Float[Tensor, "6"]:
     """Norm of the digit embeddings W_E[0..9] per frequency k = 0..5 of Z_10.
 
-    Basis: `grokscope.analysis.fourier.fourier_basis(10)` (rows const, cos1, sin1, ...,
+    Basis: `grokscope.measures.fourier.fourier_basis(10)` (rows const, cos1, sin1, ...,
     cos4, sin4, cos5; the zero sin5 row dropped). Coordinates C = B @ W_E[:10] (10, d);
     per row the L2 norm over d_model; per frequency sqrt(cos_k^2 + sin_k^2) (k = 0: the
     constant row, k = 5: cos5 only). The squares sum to ||W_E[:10]||_F^2.

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from grokscope.figures import PHASE_LEGEND, Figure, loss_accuracy_figure, phase_shapes, spectrum_slider
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
-    from grokscope.analysis.pipeline import Analysis
+    from grokscope.pipeline import Analysis
 
 
 def modular_figures(a: Analysis) -> list[Figure]:

@@ -30,21 +30,21 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from grokscope.analysis.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
-from grokscope.analysis.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
-from grokscope.analysis.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
-from grokscope.analysis.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
-from grokscope.analysis.key_frequencies import KeyFrequencies, key_frequencies_from_activations
-from grokscope.analysis.measure import CheckpointContext, FinalMeasured, Measure, Measured
-from grokscope.analysis.metrics import WeightNormMeasure
-from grokscope.analysis.progress import (
+from grokscope.measures.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
+from grokscope.measures.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
+from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
+from grokscope.measures.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
+from grokscope.measures.key_frequencies import KeyFrequencies, key_frequencies_from_activations
+from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
+from grokscope.measures.metrics import WeightNormMeasure
+from grokscope.measures.progress import (
     excluded_loss,
     excluded_loss_per_frequency,
     gini,
     restricted_loss,
     trig_fit,
 )
-from grokscope.analysis.softmax_collapse import softmax_collapse
+from grokscope.measures.softmax_collapse import softmax_collapse
 from grokscope.fastpath import last_position_forward, supports_fast_path
 from grokscope.tasks.modular.on_task import B_SIGN
 

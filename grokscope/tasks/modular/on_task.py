@@ -13,9 +13,9 @@ sign of b (a + b for `add`, a − b for `sub`) from the task.
 
 from __future__ import annotations
 
-from grokscope.analysis import clock_pizza, progress
-from grokscope.analysis.key_frequencies import key_frequencies as neuron_key_frequencies
-from grokscope.analysis.common import all_pairs_logits
+from grokscope.measures import clock_pizza, progress
+from grokscope.measures.key_frequencies import key_frequencies as neuron_key_frequencies
+from grokscope.measures.common import all_pairs_logits
 from grokscope.errors import ConfigError
 
 B_SIGN = {"add": 1, "sub": -1}

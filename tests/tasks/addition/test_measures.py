@@ -9,7 +9,7 @@ import torch
 
 import grokscope
 from grokscope.tasks.addition.format import carry_chain_length
-from grokscope.analysis.pipeline import analyze
+from grokscope.pipeline import analyze
 from grokscope.tasks.addition.measures import (
     addition_measures,
     attention_alignment,

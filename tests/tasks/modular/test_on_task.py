@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import grokscope
-from grokscope.analysis import progress
-from grokscope.analysis.common import all_pairs_logits
+from grokscope.measures import progress
+from grokscope.measures.common import all_pairs_logits
 from grokscope.config import ModelConfig, TaskConfig
 from grokscope.errors import ConfigError
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grokscope.analysis.common import all_pairs_logits, all_pairs_run, all_pairs_tokens, as_logits, cross_entropy
+from grokscope.measures.common import all_pairs_logits, all_pairs_run, all_pairs_tokens, as_logits, cross_entropy
 
-from .analysis_helpers import make_model
+from .measure_helpers import make_model
 
 
 @pytest.mark.parametrize("n_layers", [1, 2])

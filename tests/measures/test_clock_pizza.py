@@ -3,15 +3,15 @@ import math
 import pytest
 import torch
 
-from grokscope.analysis.clock_pizza import (
+from grokscope.measures.clock_pizza import (
     distance_irrelevance,
     distance_table,
     gradient_symmetricity,
     sample_triples,
 )
-from grokscope.analysis.common import all_pairs_logits
+from grokscope.measures.common import all_pairs_logits
 
-from .analysis_helpers import add_labels, make_model, pair_grid
+from .measure_helpers import add_labels, make_model, pair_grid
 
 
 def logits_with_correct(p, correct):

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from grokscope.analysis.common import all_pairs_logits, cross_entropy
-from grokscope.analysis.fourier import fourier_basis
-from grokscope.analysis.progress import (
+from grokscope.measures.common import all_pairs_logits, cross_entropy
+from grokscope.measures.fourier import fourier_basis
+from grokscope.measures.progress import (
     excluded_logits,
     excluded_loss,
     excluded_loss_per_frequency,
@@ -17,7 +17,7 @@ from grokscope.analysis.progress import (
     weight_norms,
 )
 
-from .analysis_helpers import add_labels, pair_grid, split, trig_logits
+from .measure_helpers import add_labels, pair_grid, split, trig_logits
 
 
 @pytest.mark.parametrize("p,K", [(31, [3, 8, 14, 15]), (10, [2, 5])])

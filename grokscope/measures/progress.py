@@ -3,13 +3,13 @@
 All losses are mean cross-entropies (natural log) computed in float64 on the final-position
 logits ``L`` over all ``p**2`` pairs (shape ``(p**2, p)``, batch index ``a*p + b``). Every
 function takes either precomputed logits (the efficient path: run the model once per
-checkpoint, e.g. with :func:`grokscope.analysis.common.all_pairs_run`) or a model.
+checkpoint, e.g. with :func:`grokscope.measures.common.all_pairs_run`) or a model.
 ``labels`` always holds the labels of all ``p**2`` pairs; splits are index tensors into
 that enumeration.
 
 Projection onto key frequencies ``K`` acts on the batch axis (per output class):
 ``P_K L = sum_{k in K} (u_k u_kᵀ + v_k v_kᵀ) L`` with ``u_k ∝ cos(w_k(a+b))``,
-``v_k ∝ sin(w_k(a+b))`` unit vectors in R^{p^2} (:func:`grokscope.analysis.fourier.sum_directions`).
+``v_k ∝ sin(w_k(a+b))`` unit vectors in R^{p^2} (:func:`grokscope.measures.fourier.sum_directions`).
 
 * Restricted loss: CE of ``P_K L + mean_batch(L − P_K L)`` (since ``u_k, v_k`` have zero
   mean, the correction equals the batch mean of ``L``). Over all pairs, or a given subset

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from grokscope.analysis.common import all_pairs_ab, all_pairs_tokens
-from grokscope.analysis.fourier import (
+from grokscope.measures.common import all_pairs_ab, all_pairs_tokens
+from grokscope.measures.fourier import (
     basis_frequencies,
     embedding_basis_norms,
     embedding_spectrum,
@@ -17,7 +17,7 @@ from grokscope.analysis.fourier import (
     sum_directions,
 )
 
-from .analysis_helpers import pair_grid
+from .measure_helpers import pair_grid
 
 
 @pytest.mark.parametrize("p", [2, 3, 7, 10, 113])

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from grokscope.analysis.common import all_pairs_logits
-from grokscope.analysis.softmax_collapse import softmax_collapse
+from grokscope.measures.common import all_pairs_logits
+from grokscope.measures.softmax_collapse import softmax_collapse
 
-from .analysis_helpers import add_labels
+from .measure_helpers import add_labels
 
 
 def test_hand_made_logits_float32():

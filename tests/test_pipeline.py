@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import grokscope
-from grokscope.analysis.measure import FinalMeasured, Measure, Measured
-from grokscope.analysis.pipeline import TABLE_FILE, analyze
+from grokscope.measures.base import FinalMeasured, Measure, Measured
+from grokscope.pipeline import TABLE_FILE, analyze
 from grokscope.constants import ANALYSIS_DIRNAME
 from grokscope.errors import SkippedCheckpointWarning
 from grokscope.tasks import register_measure, task_measures, unregister_measure

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from grokscope.analysis.measure import CheckpointContext, Measure, Measured
-from grokscope.analysis.progress import weight_norms
+from grokscope.measures.base import CheckpointContext, Measure, Measured
+from grokscope.measures.progress import weight_norms
 
 LOGGED_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc")
 

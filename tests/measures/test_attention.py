@@ -2,16 +2,16 @@ import math
 
 import torch
 
-from grokscope.analysis.attention import (
+from grokscope.measures.attention import (
     attention_spectrum,
     fourier_attention_scores,
     operand_attention,
     operand_attention_from_pattern,
 )
-from grokscope.analysis.common import all_pairs_run, all_pairs_tokens
-from grokscope.analysis.fourier import fourier_basis
+from grokscope.measures.common import all_pairs_run, all_pairs_tokens
+from grokscope.measures.fourier import fourier_basis
 
-from .analysis_helpers import make_model
+from .measure_helpers import make_model
 
 
 def test_operand_attention_layout():

@@ -11,7 +11,7 @@ Conventions (fixed across grokscope):
 * In jaxtyping annotations the axis ``pairs`` has length ``p**2`` (named, not symbolic, so
   runtime checking with ``jaxtyping`` + ``beartype`` works).
 
-Every measure in :mod:`grokscope.analysis` has a tensor-level form (taking logits or
+Every measure in :mod:`grokscope.measures` has a tensor-level form (taking logits or
 activations) and a thin model-level wrapper, so an orchestrator can run the model once per
 checkpoint with :func:`all_pairs_run` and feed the result to every measure.
 """

@@ -1,7 +1,7 @@
 """`analyze(run)`: every measure of the run's task over every checkpoint, stored as tables.
 
 The loop is the same for every task; the task contributes only its list of measures
-(`TaskSpec.measures()`, see `grokscope.analysis.measure`):
+(`TaskSpec.measures()`, see `grokscope.measures.base`):
 
 1. Load the final readable checkpoint; each measure's `setup` (and fingerprint) and
    `final` run on it.
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from grokscope.analysis.measure import CheckpointContext, Measure
-from grokscope.analysis.phases import Phases, detect_phases
+from grokscope.measures.base import CheckpointContext, Measure
+from grokscope.measures.phases import Phases, detect_phases
 from grokscope.checkpoints import atomic_write_bytes, load_checkpoint
 from grokscope.constants import (
     ANALYSIS_DIRNAME,

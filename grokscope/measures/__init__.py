@@ -1,7 +1,12 @@
-"""Mechanistic-interpretability measures for grokking on modular arithmetic.
+"""Measures: what grokscope computes from a checkpoint, one analysis per module.
 
-One analysis per module; each has tensor-level functions (taking logits / activations, so an
-orchestrator can run the model once per checkpoint via :func:`all_pairs_run`) and thin
+The per-checkpoint plug-in interface is :mod:`.base` (`Measure`, `Measured`,
+`FinalMeasured`, `CheckpointContext`); :mod:`.metrics` holds measures any task can use
+(loss/accuracy, logged metrics, weight norms). A task's own measure classes live in its
+package (`grokscope.tasks.<task>.measures`) and are built from the functions below.
+
+The modular-arithmetic measures have tensor-level functions (taking logits / activations,
+so the pipeline runs the model once per checkpoint via :func:`all_pairs_run`) and thin
 model-level wrappers.
 
 * :mod:`.common` — all-pairs tokens/logits, one-pass forward, float64 cross-entropy.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformer_lens import HookedTransformer
 
-from .analysis_helpers import make_model
+from .measure_helpers import make_model
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@ import math
 import pytest
 import torch
 
-from grokscope.analysis.common import all_pairs_run, all_pairs_tokens
-from grokscope.analysis.fourier import fourier_2d, fourier_basis
-from grokscope.analysis.key_frequencies import (
+from grokscope.measures.common import all_pairs_run, all_pairs_tokens
+from grokscope.measures.fourier import fourier_2d, fourier_basis
+from grokscope.measures.key_frequencies import (
     cluster_neurons,
     key_frequencies,
     key_frequencies_from_activations,
     neuron_frequency_fractions,
 )
 
-from .analysis_helpers import make_model, pair_grid
+from .measure_helpers import make_model, pair_grid
 
 
 def planted_activations(p, neuron_freqs, n_noise=3, seed=0):

@@ -10,7 +10,7 @@ there and always uses layer 0's ``W_Q``/``W_K``).
   0 = ``a``, 1 = ``b``.
 * :func:`attention_spectrum` — its 2D Fourier coordinates ``F = B · A · Bᵀ`` per operand and
   head (``F[..., i, j]``: ``i`` = basis row for ``a``, ``j`` for ``b``), standard real basis
-  of :mod:`grokscope.analysis.fourier`.
+  of :mod:`grokscope.measures.fourier`.
 * :func:`fourier_attention_scores` — for each head ``h``, the bilinear attention score of the
   ``=`` query on a key token ``x`` (token embedding only), written in the Fourier basis::
 

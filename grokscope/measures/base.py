@@ -1,6 +1,6 @@
 """The measure interface: what one analysis contributes at each checkpoint and at the end.
 
-`grokscope analyze` (see `grokscope.analysis.pipeline`) owns the loop over checkpoints; a
+`grokscope analyze` (see `grokscope.pipeline`) owns the loop over checkpoints; a
 measure only says what it computes from a loaded model, in the spirit of devinterp's
 callbacks. A task lists its measures (`TaskSpec.measures()`); a new measure is one class,
 added to that list.

@@ -5,7 +5,7 @@ Paper rule (Nanda et al. 2023; ``shared/reference/measures.md``):
 1. Take ``hook_post`` of the MLP at the last (``=``) position over all ``p**2`` pairs,
    shape ``(p**2, d_mlp)``; the model-level wrapper uses the **last layer**.
 2. Centre each neuron over the batch and 2D-Fourier transform it over the ``(a, b)`` grid:
-   ``F = B · A · Bᵀ`` (see :mod:`grokscope.analysis.fourier`).
+   ``F = B · A · Bᵀ`` (see :mod:`grokscope.measures.fourier`).
 3. For each neuron and each frequency ``k = 1 .. p//2`` (``k = p//2`` included), the
    fraction of the neuron's variance ``sum F^2`` that lies in the 8 terms
    ``{0, cos k, sin k}^2 minus (0, 0)`` (for even ``p`` and ``k = p/2`` only the 3 terms

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope.analysis.phases import Phases, detect_phases, running_median
+from grokscope.measures.phases import Phases, detect_phases, running_median
 
 
 def synthetic_run(noise=0.0, seed=0, grok=True):
