@@ -30,6 +30,7 @@ class GrokscopeGroup(click.Group):
     """A click group that turns any GrokscopeError raised by a command into one line, exit 2."""
 
     def invoke(self, ctx: click.Context):
+        """Run the chosen command; a GrokscopeError becomes `error: <message>` and exit 2."""
         try:
             return super().invoke(ctx)
         except GrokscopeError as e:

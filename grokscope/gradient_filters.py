@@ -48,9 +48,11 @@ class GrokfastEMA:
             p.grad.add_(self.ema[name], alpha=self.lamb)
 
     def state_tensors(self) -> dict[str, Tensor]:
+        """The EMA per parameter as named tensors ("ema.<param>"), for the resume state."""
         return {f"ema.{k}": v for k, v in self.ema.items()}
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore the EMA from `state_tensors` output (other keys are ignored)."""
         self.ema = {k[4:]: v.clone() for k, v in tensors.items() if k.startswith("ema.")}
 
 
@@ -73,9 +75,11 @@ class GrokfastMA:
                 p.grad.add_(mean, alpha=self.lamb)
 
     def state_tensors(self) -> dict[str, Tensor]:
+        """The gradient window as named tensors ("ma.<i>.<param>"), for the resume state."""
         return {f"ma.{i}.{k}": v for i, h in enumerate(self.history) for k, v in h.items()}
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore the gradient window from `state_tensors` output (other keys are ignored)."""
         by_index: dict[int, dict[str, Tensor]] = {}
         for key, v in tensors.items():
             if key.startswith("ma."):

@@ -56,7 +56,7 @@ from grokscope.constants import (
     SWEEP_SPEC_FILENAME,
     SWEEP_STATUS_FILENAME,
 )
-from grokscope.errors import CheckpointError, ConfigError
+from grokscope.errors import CheckpointError, ConfigError, GrokscopeError
 from grokscope.model import build_model_for_task, param_count
 from grokscope.run import is_run_dir, load_run
 from grokscope.stacked import can_stack, stack_key, train_stacked
@@ -234,7 +234,7 @@ def _write_status(sweep_dir: Path, status: dict[str, dict]) -> None:
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     msg = text[0] if text else ""
-    return msg if isinstance(e, ConfigError) else f"{type(e).__name__}: {msg}"
+    return msg if isinstance(e, GrokscopeError) else f"{type(e).__name__}: {msg}"
 
 
 # --- jobs (run in a worker: this process, a pool process or a Ray task) ----------------

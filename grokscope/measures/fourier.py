@@ -1,6 +1,6 @@
 """The real Fourier basis of Z_p and Fourier spectra of the embedding and neuron-logit map.
 
-Basis (see ``shared/reference/measures.md``): ``B`` is a ``p x p`` orthonormal matrix whose
+Basis (as in Nanda et al., ICLR 2023): ``B`` is a ``p x p`` orthonormal matrix whose
 rows are functions of ``x in Z_p``::
 
     row 0      : const   = 1/sqrt(p)

@@ -1,6 +1,7 @@
 """Key frequencies: cluster MLP neurons by the frequency that explains their activations.
 
-Paper rule (Nanda et al. 2023; ``shared/reference/measures.md``):
+Paper rule (Nanda, Chan, Lieberum, Smith & Steinhardt, "Progress measures for grokking via
+mechanistic interpretability", ICLR 2023, Appendix on neuron clustering):
 
 1. Take ``hook_post`` of the MLP at the last (``=``) position over all ``p**2`` pairs,
    shape ``(p**2, d_mlp)``; the model-level wrapper uses the **last layer**.

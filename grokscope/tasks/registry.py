@@ -48,14 +48,22 @@ class Task(Protocol):
     d_vocab_out: int
     n_ctx: int
 
-    def split_tensors(self) -> dict[str, Tensor]: ...
+    def split_tensors(self) -> dict[str, Tensor]:
+        """Tensors that fix the run's data (train/test split or eval sets), saved with it."""
+        ...
 
-    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]: ...
+    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
+        """(tokens, labels) of optimizer step `step`, on `device`."""
+        ...
 
     def answer_logits(self, model, tokens: Tensor, labels: Tensor | None,
-                      fast: bool = True) -> tuple[Tensor, Tensor | None]: ...
+                      fast: bool = True) -> tuple[Tensor, Tensor | None]:
+        """(logits rows, target rows) the loss compares, for a batch of `tokens`."""
+        ...
 
-    def evaluate(self, model, fast: bool = True) -> dict[str, float]: ...
+    def evaluate(self, model, fast: bool = True) -> dict[str, float]:
+        """At least train_loss, train_acc, test_loss, test_acc of `model` on the task."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class ModularTask:
         if train_idx is None or test_idx is None:
             train_idx, test_idx = random_split(len(a), cfg.train_frac, cfg.split_seed)
         self.train_idx, self.test_idx = train_idx.long(), test_idx.long()
+        self._batch_device: str | None = None  # device of the cached full training batch
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -115,7 +116,7 @@ class ModularTask:
     def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
         """The full training set every step (full-batch training); cached on the device."""
         key = str(device)
-        if getattr(self, "_batch_device", None) != key:
+        if self._batch_device != key:
             self._batch = (self.tokens[self.train_idx].to(device), self.labels[self.train_idx].to(device))
             self._batch_device = key
         return self._batch
