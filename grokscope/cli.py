@@ -128,6 +128,8 @@ def analyze(run_dir, force, progress, analyze_runs) -> None:
     from grokscope.report import write_report
     from grokscope.run import is_run_dir
 
+    if not Path(run_dir).exists():
+        fail(f"{run_dir} does not exist")
     if not is_run_dir(run_dir):
         fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
     with warnings.catch_warnings():

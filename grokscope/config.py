@@ -135,11 +135,20 @@ class RunConfig:
 
     # --- flat field access (CLI flags, sweeps) -----------------------------------------
     def replace(self, **overrides: Any) -> "RunConfig":
-        """A copy with flat fields overridden, e.g. `cfg.replace(d_model=7, lr=2e-2)`."""
+        """A copy with flat fields overridden, e.g. `cfg.replace(d_model=7, lr=2e-2)`.
+
+        Changing `d_model` or `n_heads` without `d_head` sets d_head = d_model // n_heads,
+        so heads follow the width; an explicit `d_head` wins (and a mismatch is still
+        refused by `validate`).
+        """
         new = RunConfig.from_dict(self.to_dict())
         for name, value in overrides.items():
             section = section_of(name)
             setattr(getattr(new, section), name, value)
+        m = new.model
+        if "d_head" not in overrides and ("d_model" in overrides or "n_heads" in overrides) \
+                and isinstance(m.n_heads, int) and isinstance(m.d_model, int) and m.n_heads >= 1:
+            m.d_head = max(m.d_model // m.n_heads, 1)
         return new
 
     def validate(self) -> "RunConfig":

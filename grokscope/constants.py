@@ -44,6 +44,10 @@ SWEEP_SUMMARY_FILENAME = "summary.csv"
 SWEEP_RUNS_FILENAME = "runs.csv"
 FAILED_FILENAME = "FAILED"
 
+# Everything grokscope may write into a run folder (what `train --force` may replace).
+RUN_DIR_ENTRIES = frozenset({CONFIG_FILENAME, SPLIT_FILENAME, METRICS_FILENAME, CHECKPOINTS_DIRNAME, RESUME_FILENAME,
+                             ANALYSIS_DIRNAME, REPORT_FILENAME, DONE_FILENAME, FAILED_FILENAME})
+
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_SUFFIX = ".safetensors"
 

@@ -50,6 +50,8 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if not self.path.exists():
+            raise ConfigError(f"{self.path} does not exist")
         if not is_run_dir(self.path):
             raise ConfigError(f"{self.path} is not a grokscope run directory (no {CONFIG_FILENAME} or checkpoints/)")
         self.config = read_run_config(self.path)

@@ -125,9 +125,7 @@ def point_config(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
     """`base` with flat `settings` applied, then the derived-field rules (module docstring)."""
     settings = dict(settings)
     ratio = settings.pop("mlp_ratio", None)
-    cfg = base.replace(**settings)
-    if "d_head" not in settings and ("d_model" in settings or "n_heads" in settings):
-        cfg.model.d_head = max(cfg.model.d_model // cfg.model.n_heads, 1)
+    cfg = base.replace(**settings)  # (replace also derives d_head from d_model and n_heads)
     if ratio is not None:
         cfg.model.d_mlp = max(int(round(ratio * cfg.model.d_model)), 1)
     return cfg

@@ -26,6 +26,7 @@ from grokscope.constants import (
     DONE_FILENAME,
     METRICS_FILENAME,
     RESUME_FILENAME,
+    RUN_DIR_ENTRIES,
     SPLIT_FILENAME,
 )
 from grokscope.errors import ConfigError
@@ -52,8 +53,27 @@ def weight_norm(model: torch.nn.Module) -> float:
     return math.sqrt(sum(p.detach().double().pow(2).sum().item() for p in model.parameters()))
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """Raise ConfigError unless `out_dir` may be deleted by `--force`: it must hold only what
+    grokscope writes into a run folder (config, checkpoints, metrics, analysis, report, ...),
+    and must not be the current directory, a parent of it, the home folder or `/`."""
+    resolved = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved:
+        raise ConfigError(f"--force refuses to delete {out_dir}: it is the current folder, a parent of it, "
+                          f"the home folder or /")
+    foreign = sorted(p.name for p in out_dir.iterdir()
+                     if p.name not in RUN_DIR_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        raise ConfigError(f"--force only replaces a grokscope run folder; {out_dir} also holds {', '.join(foreign[:3])}"
+                          f"{' ...' if len(foreign) > 3 else ''} (nothing was deleted)")
+
+
 def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    """Check the output folder before anything is written; raise ConfigError if unusable."""
+    """Check the output folder before anything is written; raise ConfigError if unusable.
+
+    With `force`, a non-empty folder is emptied only if `check_replaceable` allows it.
+    """
     out_dir = Path(out_dir)
     if resume:
         if not is_run_dir(out_dir):
@@ -64,6 +84,7 @@ def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not force:
             raise ConfigError(f"output directory {out_dir} is not empty (use --resume or --force)")
+        check_replaceable(out_dir)
         shutil.rmtree(out_dir)
 
 
@@ -120,6 +141,8 @@ def open_run(config: RunConfig | None, out_dir: Path, *, resume: bool, force: bo
     it; check (or, with `force`, clear) the folder and the device. Returns the config."""
     out_dir = Path(out_dir)
     if resume:
+        if not out_dir.exists():
+            raise ConfigError(f"cannot resume: {out_dir} does not exist")
         if not is_run_dir(out_dir):
             raise ConfigError(f"cannot resume: {out_dir} is not a grokscope run directory")
         if not (out_dir / RESUME_FILENAME).is_file():

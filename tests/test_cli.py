@@ -58,3 +58,30 @@ def test_train_writes_loadable_run(tmp_path):
     assert run.steps == list(range(21))
     assert run.config.task.p == 17 and run.config.preset == "modular-d7"
     run.model_at(20)
+
+
+def test_the_train_help_example_runs(tmp_path):
+    # `train --help` shows `--p 97 --op div --d-model 64 --weight-decay 0.5`
+    res = grok("train", "--p", "97", "--op", "div", "--d-model", "64", "--weight-decay", "0.5", "--epochs", "2",
+               "--out", str(tmp_path / "r"), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert grokscope.load_run(tmp_path / "r").config.model.d_head == 16
+
+
+def test_force_in_a_project_folder_deletes_nothing(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "src").mkdir()
+    res = subprocess.run([sys.executable, "-m", "grokscope.cli", "train", "--preset", "modular-d7", "--epochs", "3",
+                          "--out", ".", "--force"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "refuses" in res.stderr
+    assert (tmp_path / ".git").is_dir() and (tmp_path / "src").is_dir()
+
+
+def test_resume_with_a_corrupt_config_is_one_line(tmp_path):
+    out = tmp_path / "r"
+    assert grok("train", "--preset", "modular-d7", "--p", "17", "--epochs", "2", "--out", str(out),
+                "--no-progress").returncode == 0
+    (out / "config.json").write_text('{"task": {"p": 17,')  # torn
+    res = grok("train", "--resume", str(out))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "config.json" in res.stderr

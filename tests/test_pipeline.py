@@ -124,3 +124,32 @@ def test_not_a_run_is_a_one_line_error(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "not a grokscope run directory" in res.stderr
+
+
+def test_a_corrupt_final_checkpoint_still_gives_a_report(tmp_path):
+    cfg = grokscope.preset("modular-d7").replace(p=17, epochs=6)
+    run = grokscope.train(cfg, tmp_path / "r", progress=False)
+    run.checkpoint_path(6).write_bytes(run.checkpoint_path(6).read_bytes()[:100])  # truncated
+    with pytest.warns(SkippedCheckpointWarning, match="step_00000006.safetensors"):
+        a = analyze(run, progress=False)
+    assert list(a.table["step"]) == [0, 1, 2, 3, 4, 5] and a.meta["final_step"] == 5
+    assert a.meta["skipped"] == [str(run.checkpoint_path(6))]
+    assert "step_00000006.safetensors" in grokscope.write_report(a).read_text()  # listed in the summary
+
+
+def test_a_corrupt_middle_checkpoint_of_an_adder_run_is_skipped(tmp_path):
+    cfg = grokscope.preset("adder-777").replace(n_digits=2, curriculum="1-2:4", epochs=4, batch_size=16,
+                                                warmup_steps=1)
+    run = grokscope.train(cfg, tmp_path / "r", progress=False)
+    run.checkpoint_path(2).write_bytes(b"\x00" * 64)
+    with pytest.warns(SkippedCheckpointWarning, match="step_00000002.safetensors"):
+        a = analyze(run, progress=False)
+    assert list(a.table["step"]) == [0, 1, 3, 4]
+    assert set(a.tables["adder_alignment"]["step"]) == {0, 1, 3, 4}
+    grokscope.write_report(a)
+
+
+def test_a_missing_folder_is_named_as_missing(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(tmp_path / "no" / "such")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -156,3 +156,46 @@ def test_out_dir_rules(tmp_path, tiny_config):
     assert (out / "keep.txt").exists()
     grokscope.train(tiny_config.replace(epochs=3), out, force=True, progress=False)
     assert not (out / "keep.txt").exists()
+
+
+# --- `--force` replaces only grokscope run folders (issue: it deleted .git/ and src/) -------
+
+def test_force_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_config):
+    out = tmp_path / "project"
+    (out / ".git").mkdir(parents=True)
+    (out / "src").mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="only replaces a grokscope run folder"):
+        grokscope.train(tiny_config.replace(epochs=2), out, force=True, progress=False)
+    assert (out / ".git").is_dir() and (out / "src").is_dir() and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_force_refuses_the_current_folder_and_its_parents(tmp_path, tiny_config, monkeypatch):
+    run = grokscope.train(tiny_config.replace(epochs=2), tmp_path / "run", progress=False)
+    monkeypatch.chdir(run.path / "checkpoints")
+    for target in (run.path / "checkpoints", run.path, tmp_path):
+        with pytest.raises(ConfigError, match="refuses to delete"):
+            grokscope.train(tiny_config.replace(epochs=2), target, force=True, progress=False)
+    assert run.steps == [0, 1, 2]  # nothing was touched
+
+
+def test_force_replaces_a_finished_run(tmp_path, tiny_config):
+    first = grokscope.train(tiny_config.replace(epochs=4), tmp_path / "run", progress=False)
+    grokscope.analyze(first, progress=False)
+    (first.path / "report.html").write_text("old report")
+    again = grokscope.train(tiny_config.replace(epochs=2), tmp_path / "run", force=True, progress=False)
+    assert again.steps == [0, 1, 2] and not (again.path / "report.html").exists()
+
+
+# --- d_head follows d_model // n_heads unless given (issue: `--d-model 64` failed) ----------
+
+def test_changing_d_model_or_heads_derives_d_head():
+    assert grokscope.preset("nanda").replace(d_model=64).model.d_head == 16
+    assert grokscope.preset("mini-grok").replace(d_model=64).validate().model.d_head == 16
+    assert grokscope.preset("modular-d7").replace(d_model=12).validate().model.d_head == 12
+    assert grokscope.preset("nanda").replace(n_heads=8).validate().model.d_head == 16
+    assert grokscope.preset("nanda").replace(d_model=64, d_head=8, n_heads=8).validate().model.d_head == 8
+    with pytest.raises(ConfigError, match="inconsistent head sizes"):
+        grokscope.preset("nanda").replace(d_model=64, d_head=30).validate()
+    with pytest.raises(ConfigError, match="inconsistent head sizes"):
+        grokscope.preset("nanda").replace(d_model=66, n_heads=4).validate()  # 4 * 16 != 66
