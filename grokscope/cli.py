@@ -211,6 +211,8 @@ def sweep(spec, out, backend, address, workers, stack, progress) -> None:
     click.echo(f"{out_dir}: {done}/{len(status)} points done, {len(failed)} failed")
     for name, v in failed.items():
         click.echo(f"  failed {name}: {v.get('error')}", err=True)
+    if failed:
+        sys.exit(1)  # some points failed while running (bad specs exit 2 before anything starts)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import multiprocessing
 import tomllib
@@ -194,6 +195,10 @@ def parse_spec(data: dict[str, Any], name: str = "sweep") -> SweepSpec:
         if pname in seen:
             continue
         seen.add(pname)
+        try:  # every point is checked before anything is written or any worker starts
+            cfg.validate()
+        except ConfigError as e:
+            raise ConfigError(f"sweep point {pname}: {e}") from None
         points.append(Point(pname, f, cfg))
     return SweepSpec(name=data.get("name", name), preset=preset_name, overrides=overrides, grids=clean,
                      points=points, description=data.get("description", ""))
@@ -326,7 +331,17 @@ def plan_jobs(todo: list[tuple[Point, Path, int | None]], stack: int, threads: i
 
 # --- executors -------------------------------------------------------------------------
 
-def _init_worker(threads: int) -> None:
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Poll until this process's parent is no longer `parent` (it died), then exit at once."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    # A worker must not outlive the sweep: when the parent is killed (SIGKILL leaves no
+    # chance to clean up), the worker is re-parented and this watchdog ends it.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
 
 
@@ -338,7 +353,7 @@ def _run_local(jobs: list[dict], workers: int, on_result: Callable[[list[dict]],
         return
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start is unsafe
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(jobs[0]["threads"],)) as pool:
+                             initargs=(jobs[0]["threads"], os.getpid())) as pool:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for fut in as_completed(futures):
             try:
@@ -444,11 +459,14 @@ def run_sweep(
             status[name] = r
             counts[r["status"]] = counts.get(r["status"], 0) + 1
             failed = out_dir / name / FAILED_FILENAME
-            if r["status"] == "failed":
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(r["error"] + "\n")
-            else:
-                failed.unlink(missing_ok=True)
+            try:
+                if r["status"] == "failed":
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    failed.write_text(r["error"] + "\n")
+                else:
+                    failed.unlink(missing_ok=True)
+            except OSError:  # the point's path is blocked (e.g. by a file): the status says why
+                pass
             bar.update(1)
         bar.set_postfix(done=counts["done"], failed=counts["failed"])
         _write_status(out_dir, status)

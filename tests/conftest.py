@@ -18,8 +18,9 @@ def tiny_sweep(tmp_path_factory):
     """The TINY sweep (three finished points, one failed), trained once per session:
     (sweep folder, status table). Tests that change it work on a copy."""
     from grokscope.sweep import run_sweep
-    from tests.sweep_helpers import tiny_spec
+    from tests.sweep_helpers import block_point, tiny_spec
 
     out = tmp_path_factory.mktemp("sweep") / "tiny"
+    block_point(out)
     status = run_sweep(tiny_spec(), out, workers=1, progress=False)
     return out, status

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +15,9 @@ import grokscope
 from grokscope.errors import ConfigError
 from grokscope.constants import DONE_FILENAME, FAILED_FILENAME, METRICS_FILENAME, SWEEP_STATUS_FILENAME
 from grokscope.stacked import max_abs_weight_difference
-from grokscope.sweep import parse_spec, read_status, run_sweep
+from grokscope.sweep import load_spec, parse_spec, read_status, run_sweep
 from grokscope.sweep_report import is_sweep_dir
-from tests.sweep_helpers import tiny_dict, tiny_spec
+from tests.sweep_helpers import BLOCKED, block_point, tiny_dict, tiny_spec
 
 # --- parsing ----------------------------------------------------------------------------
 
@@ -52,6 +56,8 @@ def test_union_of_grids_and_mlp_ratio_rule():
     ({"preset": "modular-d7", "grid": {"d_model": ["7"]}}, "d_model"),
     ({"preset": "modular-d7", "gird": {"seed": [0]}}, "gird"),
     ({"preset": "no-such", "grid": {"seed": [0]}}, "no-such"),
+    ({"preset": "modular-d7", "grid": {"n_heads": [2], "d_model": [7, 3]}}, "sweep point d_model=7: inconsistent head sizes"),
+    ({"preset": "modular-d7", "grid": {"p": [17, 1]}}, "sweep point p=1: p must be >= 2"),
 ])
 def test_bad_specs_raise_one_line_errors_naming_the_problem(data, needle):
     with pytest.raises(ConfigError) as e:
@@ -89,9 +95,10 @@ def test_sweep_trains_loadable_runs_and_records_the_failure(tiny_sweep):
         assert "blocks.0.hook_resid_post" in cache
         assert status[name]["final"]["test_acc"] == pytest.approx(run.metrics["test_acc"].iloc[-1])
         assert status[name]["params"] == grokscope.param_count(model)
-    bad = status["p=11,n_heads=3"]
-    assert bad["status"] == "failed" and "inconsistent head sizes" in bad["error"]
-    assert "inconsistent head sizes" in (out / "p=11,n_heads=3" / FAILED_FILENAME).read_text()
+    bad = status[BLOCKED]
+    assert bad["status"] == "failed" and "only replaces a grokscope run folder" in bad["error"]
+    assert "only replaces a grokscope run folder" in (out / BLOCKED / FAILED_FILENAME).read_text()
+    assert (out / BLOCKED / "notes.txt").exists()  # nothing of the user's was deleted
     assert read_status(out) == status
 
 
@@ -128,7 +135,7 @@ def test_rerun_skips_finished_and_resumes_interrupted(tiny_sweep, tmp_path, monk
     assert (finished / METRICS_FILENAME).read_text() == before
     assert status["p=11,n_heads=2"]["status"] == "done"
     assert (victim / METRICS_FILENAME).read_text() == full  # resumed: exactly the uninterrupted metrics
-    assert status["p=11,n_heads=3"]["status"] == "failed"  # still failing, still recorded
+    assert status[BLOCKED]["status"] == "failed"  # still failing, still recorded
 
 
 def test_changed_config_in_existing_folder_is_refused(tiny_sweep):
@@ -159,12 +166,13 @@ def test_ray_backend_on_a_local_cluster(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         d = tiny_dict()
-        d["grid"] = [{"p": [11, 13]}, {"p": [11], "n_heads": [3]}]
+        d["grid"] = [{"p": [11, 13]}, {"p": [11], "n_heads": [4]}]
+        block_point(tmp_path / "ray")
         status = run_sweep(parse_spec(d, name="ray"), tmp_path / "ray", backend="ray", progress=False)
     finally:
         ray.shutdown()
     assert status["p=11,n_heads=2"]["status"] == "done" and status["p=13,n_heads=2"]["status"] == "done"
-    assert status["p=11,n_heads=3"]["status"] == "failed"
+    assert status[BLOCKED]["status"] == "failed"
     assert grokscope.load_run(tmp_path / "ray" / "p=13,n_heads=2").finished
 
 
@@ -174,3 +182,71 @@ def test_ray_backend_without_ray_is_a_one_line_error(tmp_path, monkeypatch):
         run_sweep(tiny_spec(), tmp_path / "x", backend="ray", progress=False)
 
 
+
+
+def test_cli_sweep_of_invalid_points_exits_2_before_any_worker(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('preset = "modular-d7"\n[grid]\nn_heads = [2]\nd_model = [7, 3]\n')
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "sweep point d_model=7" in r.stderr and "inconsistent head sizes" in r.stderr
+    assert not out.exists()
+
+
+def test_cli_sweep_with_a_failed_point_exits_non_zero_with_the_summary(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('preset = "modular-d7"\n[overrides]\nepochs = 2\np = 11\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    block_point(out, "seed=1")
+    r = subprocess.run([sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(out), "--workers",
+                        "1", "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "1/2 points done, 1 failed" in r.stdout and "failed seed=1" in r.stderr
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
+def test_workers_exit_when_the_sweep_is_killed_and_the_sweep_resumes(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('preset = "modular-d7"\n[overrides]\nepochs = 4000\np = 23\nlog_every = 50\n'
+                    '[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(out), "--workers", "2",
+           "--no-progress"]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not all((out / f"seed={s}" / "metrics.jsonl").exists() for s in (0, 1)):
+            time.sleep(0.5)
+        workers = [k for k in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{k}/cmdline").read_text()]
+        assert workers, "no worker processes found"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.25)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed sweep"
+    # the killed sweep resumes cleanly: a re-run (shorter runs via a fresh spec are not allowed:
+    # same spec) finishes both points, each resumed from its last saved state
+    status = run_sweep(load_spec(spec), out, workers=1, progress=False)
+    assert all(v["status"] == "done" for v in status.values())
+    for s in (0, 1):
+        m = grokscope.load_run(out / f"seed={s}").metrics
+        assert m["step"].is_monotonic_increasing and m["step"].iloc[-1] == 4000

@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import binomtest, norm
 
 from grokscope.sweep_report import summary_by_config, wilson_interval, write_sweep_report
+from tests.sweep_helpers import BLOCKED
 
 
 @pytest.mark.parametrize("k, n", [(0, 3), (1, 3), (2, 3), (3, 3), (5, 10), (0, 1), (17, 40)])
@@ -55,11 +56,11 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     text = path.read_text()
     assert 'data-figures-expected="2"' in text
     assert 'href="p=11,n_heads=2/report.html"' in text and (work / "p=11,n_heads=2" / "report.html").exists()
-    assert "inconsistent head sizes" in text
+    assert "only replaces a grokscope run folder" in text
     summary = (work / "summary.csv").read_text()
     assert "frac_grokked" in summary and "p=13,n_heads=2" in summary
     runs = pd.read_csv(work / "runs.csv").set_index("name")
-    assert len(runs) == 4 and runs.loc["p=11,n_heads=3", "status"] == "failed"
+    assert len(runs) == 4 and runs.loc[BLOCKED, "status"] == "failed"
     assert runs.loc["p=13,n_heads=2", "params"] > 0 and runs.loc["p=13,n_heads=2", "p"] == 13
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
