@@ -111,7 +111,9 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
 @click.option("--force", is_flag=True, help="Recompute every checkpoint, not only new ones.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--runs", "analyze_runs", is_flag=True, help="For a sweep folder: also analyse every finished run.")
-def analyze(run_dir, force, progress, analyze_runs) -> None:
+@click.option("--save-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between saves of the rows measured so far (a killed analysis resumes from them).")
+def analyze(run_dir, force, progress, analyze_runs, save_every) -> None:
     """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html.
 
     Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
@@ -134,7 +136,7 @@ def analyze(run_dir, force, progress, analyze_runs) -> None:
         fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedCheckpointWarning)  # listed once below, from the result
-        result = run_analysis(run_dir, progress=progress, force=force)
+        result = run_analysis(run_dir, progress=progress, force=force, save_every=save_every)
     for path in result.skipped:
         click.echo(f"warning: skipped unreadable checkpoint {path}", err=True)
     path = write_report(result)

@@ -11,8 +11,9 @@ The loop is the same for every task; the task contributes only its list of measu
 3. Measure every remaining checkpoint into one reusable model. A checkpoint that cannot
    be read is skipped with a `SkippedCheckpointWarning` naming the file, and listed in
    meta.json.
+   The rows so far are saved every few seconds, so a killed analysis resumes there.
 4. Detect the phases from the table and write everything atomically (temp file + rename),
-   so an interrupted analyze leaves the earlier tables intact.
+   so an interrupted analyze leaves consistent tables behind.
 
 Outputs under RUN_DIR/analysis/: checkpoints.csv (one row per checkpoint, one column per
 scalar), `<table>.csv` per long table (e.g. spectra.csv, neurons.csv), final.npz (the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,15 +152,17 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def analyze(run, *, progress: bool = True, force: bool = False, measures: list[Measure] | None = None) -> Analysis:
+def analyze(run, *, progress: bool = True, force: bool = False, measures: list[Measure] | None = None,
+            save_every: float = 10.0) -> Analysis:
     """Analyse every checkpoint of `run` (a Run or a path); write RUN_DIR/analysis/; return it.
 
     `measures` defaults to the run's task's (`TaskSpec.measures()` and any registered with
     `grokscope.tasks.register_measure`); pass others (e.g. a
     research script's own `Measure`, or the task's with other settings) to run those.
     Checkpoints already in analysis/checkpoints.csv are not measured again (unless `force`,
-    or a measure's fingerprint changed). A corrupt checkpoint is skipped with a warning
-    that names its file.
+    or a measure's fingerprint changed). The rows measured so far are saved every
+    `save_every` seconds, so a killed analysis resumes where it stopped. A corrupt
+    checkpoint is skipped with a warning that names its file.
     """
     if not isinstance(run, Run):
         run = Run(run)
@@ -210,10 +214,47 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
         old_tables = {n: df[df["step"].isin(old_rows["step"])] for n, df in old_tables.items()}
     done = set(old_rows["step"].tolist()) if len(old_rows) else set()
 
+    if not len(old_rows):
+        # Nothing reusable: the old main table must not outlive this run's first flush.
+        (folder / ANALYSIS_TABLE_FILENAME).unlink(missing_ok=True)
+
     rows: list[dict[str, Any]] = []
     blocks: dict[str, list[pd.DataFrame]] = {}
+    base_meta = {**expect, "final_step": final_step, "n_params": n_params, "final_tables": sorted(final_tables),
+                 "measures": measure_meta}
+
+    def assemble() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        table = pd.concat([old_rows, pd.DataFrame(rows)], ignore_index=True) if rows else old_rows
+        table = table.sort_values("step", kind="stable").reset_index(drop=True)
+        tables: dict[str, pd.DataFrame] = {}
+        for name in list(dict.fromkeys([*old_tables, *blocks])):
+            parts = [old_tables[name]] if name in old_tables else []
+            parts += blocks.get(name, [])
+            df = pd.concat(parts, ignore_index=True).sort_values("step", kind="stable").reset_index(drop=True)
+            if name in blocks:  # float32 columns read back from CSV as float64 go back to float32,
+                # which restores their exact values (and their short text in the CSV)
+                for col, dtype in blocks[name][0].dtypes.items():
+                    if dtype == np.float32 and df[col].dtype != np.float32:
+                        df[col] = df[col].astype(np.float32)
+            tables[name] = df
+        return table, tables
+
+    def save(table: pd.DataFrame, tables: dict[str, pd.DataFrame], phases: Phases | None) -> dict[str, Any]:
+        # Order matters for a kill at any moment: long tables, then meta, then the main table,
+        # whose steps are the ones a re-run reuses (long-table rows of other steps are dropped).
+        folder.mkdir(exist_ok=True)
+        for name, df in {**tables, **final_tables}.items():
+            atomic_write_bytes(folder / analysis_table_filename(name), _csv_bytes(df))
+        atomic_write_bytes(folder / ANALYSIS_FINAL_FILENAME, _npz_bytes(final_arrays))
+        meta = {**base_meta, "complete": phases is not None, "phases": phases.__dict__ if phases else None,
+                "skipped": skipped, "per_checkpoint_tables": sorted(tables)}
+        atomic_write_bytes(folder / ANALYSIS_META_FILENAME, json.dumps(meta, indent=2, default=float).encode())
+        atomic_write_bytes(folder / ANALYSIS_TABLE_FILENAME, _csv_bytes(table))
+        return meta
+
     todo = [s for s in steps if s not in done]
     loaded: int | None = final_step
+    last_save = time.monotonic()
     for step in tqdm(todo, desc=f"analyze {run.name}", disable=not progress, dynamic_ncols=True):
         if step != loaded:
             loaded = None  # a failed load may leave some tensors overwritten
@@ -236,25 +277,15 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
             block = _join_side_by_side(frames)
             block.insert(0, "step", step)
             blocks.setdefault(name, []).append(block)
+        if time.monotonic() - last_save >= save_every:  # a killed analysis resumes from here
+            save(*assemble(), phases=None)
+            last_save = time.monotonic()
 
-    table = pd.concat([old_rows, pd.DataFrame(rows)], ignore_index=True) if rows else old_rows
-    table = table.sort_values("step", kind="stable").reset_index(drop=True)
-    tables: dict[str, pd.DataFrame] = {}
-    for name in list(dict.fromkeys([*old_tables, *blocks])):
-        parts = [old_tables[name]] if name in old_tables else []
-        parts += blocks.get(name, [])
-        tables[name] = pd.concat(parts, ignore_index=True).sort_values("step", kind="stable").reset_index(drop=True)
-    tables.update(final_tables)
+    table, tables = assemble()
+    if table.empty:
+        raise ConfigError(f"no readable checkpoint in {run.path}")
     phases = detect_phases(table["step"], table["train_acc"], table["test_acc"], table["test_loss"])
-
-    folder.mkdir(exist_ok=True)
-    for name, df in tables.items():
-        atomic_write_bytes(folder / analysis_table_filename(name), _csv_bytes(df))
-    atomic_write_bytes(folder / ANALYSIS_TABLE_FILENAME, _csv_bytes(table))
-    atomic_write_bytes(folder / ANALYSIS_FINAL_FILENAME, _npz_bytes(final_arrays))
-    meta = {**expect, "final_step": final_step, "n_params": n_params, "phases": phases.__dict__,
-            "skipped": skipped, "per_checkpoint_tables": sorted(set(tables) - set(final_tables)),
-            "final_tables": sorted(final_tables), "measures": measure_meta}
-    atomic_write_bytes(folder / ANALYSIS_META_FILENAME, json.dumps(meta, indent=2, default=float).encode())
+    meta = save(table, tables, phases)
+    tables.update(final_tables)
     return Analysis(run=run, table=table, tables=tables, final=final_arrays, phases=phases, meta=meta,
                     skipped=skipped, measures=measures)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -153,3 +157,76 @@ def test_a_missing_folder_is_named_as_missing(tmp_path):
     res = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(tmp_path / "no" / "such")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+class Interrupt(Measure):
+    """Raises KeyboardInterrupt (as Ctrl-C or a kill would stop the loop) at its n-th checkpoint."""
+
+    name = "interrupt"
+
+    def __init__(self, at: int):
+        self.at, self.seen = at, 0
+
+    def at_checkpoint(self, ctx):
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+        return Measured(scalars={"seen": 0})
+
+
+def _tables(folder):
+    return {p.name: pd.read_csv(p) for p in sorted(folder.glob("*.csv"))}
+
+
+def test_an_interrupted_analysis_resumes_where_it_stopped(tmp_path):
+    cfg = grokscope.preset("adder-777").replace(n_digits=2, curriculum="1-2:6", epochs=6, batch_size=16,
+                                                warmup_steps=1)
+    run = grokscope.train(cfg, tmp_path / "r", progress=False)
+    reference = tmp_path / "reference"
+    shutil.copytree(run.path, reference)
+    analyze(reference, progress=False, measures=task_measures("addition") + [Interrupt(at=99)])
+    with pytest.raises(KeyboardInterrupt):
+        analyze(run, progress=False, measures=task_measures("addition") + [Interrupt(at=4)], save_every=0)
+    saved = pd.read_csv(run.path / ANALYSIS_DIRNAME / TABLE_FILE)
+    assert list(saved["step"]) == run.steps[:3]  # the three measured checkpoints were kept
+    resumed = Interrupt(at=99)
+    a = analyze(run, progress=False, measures=task_measures("addition") + [resumed])
+    assert resumed.seen == len(run.steps) - 3  # only the rest was measured
+    assert list(a.table["step"]) == run.steps
+    ours, theirs = _tables(run.path / ANALYSIS_DIRNAME), _tables(reference / ANALYSIS_DIRNAME)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        pd.testing.assert_frame_equal(ours[name], theirs[name], check_exact=True, obj=name)
+        assert (run.path / ANALYSIS_DIRNAME / name).read_bytes() == (reference / ANALYSIS_DIRNAME / name).read_bytes()
+
+
+def test_a_sigkilled_analysis_resumes_and_equals_an_uninterrupted_one(tmp_path):
+    src = grokscope.preset("modular-d7").replace(p=31, epochs=300, n_checkpoints=120, n_log_checkpoints=20)
+    run = grokscope.train(src, tmp_path / "r", progress=False)
+    reference = tmp_path / "reference"
+    shutil.copytree(run.path, reference)
+    analyze(reference, progress=False)
+    rng = random.Random(7)
+    cmd = [sys.executable, "-m", "grokscope.cli", "analyze", str(run.path), "--no-progress", "--save-every", "0"]
+    table = run.path / ANALYSIS_DIRNAME / TABLE_FILE
+    kept: list[list[int]] = [[]]
+    for _ in range(3):  # kill -9 at three seeded moments, each after some new rows were saved
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            if table.exists() and len(pd.read_csv(table)) > len(kept[-1]):
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kept.append(list(pd.read_csv(table)["step"]) if table.exists() else [])
+    assert 0 < len(kept[1]) < len(run.steps) and kept[1] == run.steps[:len(kept[1])]
+    assert len(kept[3]) >= len(kept[1])  # no kill lost rows that were saved before it
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ours, theirs = _tables(run.path / ANALYSIS_DIRNAME), _tables(reference / ANALYSIS_DIRNAME)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        pd.testing.assert_frame_equal(ours[name], theirs[name], check_exact=True, obj=name)
+        assert (run.path / ANALYSIS_DIRNAME / name).read_bytes() == (reference / ANALYSIS_DIRNAME / name).read_bytes()

@@ -92,7 +92,9 @@ def _error_line(result) -> str:
 def test_cli_verify_bad_inputs(tiny_adder_run, tmp_path):
     runner = CliRunner()
     assert "was not saved" in _error_line(runner.invoke(main, ["verify", str(tiny_adder_run.path), "--step", "999"]))
-    assert "not a grokscope run" in _error_line(runner.invoke(main, ["verify", str(tmp_path / "nothing")]))
+    assert "does not exist" in _error_line(runner.invoke(main, ["verify", str(tmp_path / "nothing")]))
+    (tmp_path / "empty").mkdir()
+    assert "not a grokscope run" in _error_line(runner.invoke(main, ["verify", str(tmp_path / "empty")]))
     modular = tmp_path / "modular"
     (modular / "checkpoints").mkdir(parents=True)
     (modular / "config.json").write_text(RunConfig().to_json())
