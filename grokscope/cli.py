@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from grokscope.config import FIELD_HELP, PRESETS, RunConfig, flat_fields, preset
+from grokscope.config import FIELD_HELP, PRESET_DESCRIPTIONS, PRESETS, RunConfig, flat_fields, preset
 from grokscope.errors import GrokscopeError, SkippedCheckpointWarning
 
 EXIT_USAGE = 2
@@ -38,15 +38,19 @@ class GrokscopeGroup(click.Group):
 
 
 def _field_options(func):
-    """Add one --flag per flat config field (default None = keep the preset's value)."""
+    """Add one --flag per flat config field (default None = keep the preset's value); the help
+    shows the value used without --preset."""
+    base = RunConfig()
     for name, (section, f) in reversed(list(flat_fields().items())):
         flag = "--" + name.replace("_", "-")
+        value = getattr(getattr(base, section), name)
+        text = f"[{section}] {FIELD_HELP.get(name, '')} (without --preset: {value})"
         if f.type in ("bool", bool):
             decl = f"{flag}/--no-{name.replace('_', '-')}"
-            func = click.option(decl, name, default=None, help=f"[{section}] {FIELD_HELP.get(name, '')}")(func)
+            func = click.option(decl, name, default=None, help=text)(func)
         else:
             py_type = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            func = click.option(flag, name, type=py_type, default=None, help=f"[{section}] {FIELD_HELP.get(name, '')}")(func)
+            func = click.option(flag, name, type=py_type, default=None, help=text)(func)
     return func
 
 
@@ -83,7 +87,10 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
     """Train a model, saving dense checkpoints into a run directory.
 
     Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
-    bool fields take --x/--no-x. One epoch is one optimizer step.
+    bool fields take --x/--no-x; a flag overrides the preset's value. Without --preset you
+    get the `nanda` model and optimiser on a + b mod 113 (each flag shows that value).
+    Changing --d-model or --n-heads sets d_head = d_model // n_heads unless --d-head is
+    given. One epoch is one optimizer step.
     """
     if resume is not None:
         if out is not None and Path(out) != Path(resume):
@@ -113,7 +120,9 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
 @click.option("--runs", "analyze_runs", is_flag=True, help="For a sweep folder: also analyse every finished run.")
 @click.option("--save-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between saves of the rows measured so far (a killed analysis resumes from them).")
-def analyze(run_dir, force, progress, analyze_runs, save_every) -> None:
+@click.option("--plotly-js", type=click.Choice(["inline", "shared"]), default="inline", show_default=True,
+              help="inline: one self-contained report file; shared: plotly.min.js written once beside it.")
+def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js) -> None:
     """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html.
 
     Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
@@ -139,17 +148,29 @@ def analyze(run_dir, force, progress, analyze_runs, save_every) -> None:
         result = run_analysis(run_dir, progress=progress, force=force, save_every=save_every)
     for path in result.skipped:
         click.echo(f"warning: skipped unreadable checkpoint {path}", err=True)
-    path = write_report(result)
+    path = write_report(result, plotly_js=plotly_js)
     click.echo(f"{len(result.table)} checkpoints analysed; tables in {result.folder}; report: {path}")
 
 
 @main.command(name="presets")
 def list_presets() -> None:
-    """List the presets and their settings."""
+    """List the presets: what each is for, and the settings that matter for it."""
+    from grokscope.tasks.registry import get_task
+
+    defaults = {"model": dataclasses.asdict(RunConfig().model), "train": dataclasses.asdict(RunConfig().train)}
+    width = max(map(len, PRESETS))
     for name in sorted(PRESETS):
         cfg = preset(name)
-        flat = {k: v for sec in (cfg.task, cfg.model, cfg.train) for k, v in dataclasses.asdict(sec).items()}
-        click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in flat.items()))
+        task_fields = get_task(cfg.task.task).config_fields
+        task = " ".join(f"{k}={getattr(cfg.task, k)}" for k in task_fields)
+        model = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg.model).items())
+        train = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg.train).items()
+                         if v != defaults["train"][k] or k in ("epochs", "lr", "weight_decay"))
+        pad = " " * (width + 2)
+        click.echo(f"{name:<{width}}  {PRESET_DESCRIPTIONS.get(name, '')}")
+        click.echo(f"{pad}task:  {cfg.task.task} {task}")
+        click.echo(f"{pad}model: {model}")
+        click.echo(f"{pad}train: {train}")
 
 
 @main.command()
@@ -158,7 +179,8 @@ def list_presets() -> None:
 @click.option("--n", "n_pairs", type=int, default=10_000, show_default=True, help="Random test pairs.")
 @click.option("--seed", type=int, default=2025, show_default=True, help="Seed of the random pairs.")
 @click.option("--failures", "max_failures", type=int, default=10, show_default=True, help="Failures to list.")
-def verify(run_dir, step, n_pairs, seed, max_failures) -> None:
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def verify(run_dir, step, n_pairs, seed, max_failures, progress) -> None:
     """Verify an addition run AdderBoard-style: greedy decoding, exact match.
 
     Random pairs uniform in [0, 10^n) plus edge cases; prints exact-match accuracy,
@@ -174,7 +196,7 @@ def verify(run_dir, step, n_pairs, seed, max_failures) -> None:
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     run, step, model = load_addition_model(run_dir, step)
     n = run.config.task.n_digits
-    res = verify_model(model, n, n_pairs, seed)
+    res = verify_model(model, n, n_pairs, seed, progress=progress)
     header = (f"verify {run.path} step {step}: {n}-digit addition, {param_count(model)} parameters, "
               f"greedy decoding, seed {seed}")
     click.echo(format_result(res, header, max_failures))

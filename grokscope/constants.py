@@ -36,6 +36,7 @@ ANALYSIS_TABLE_FILENAME = "checkpoints.csv"
 ANALYSIS_FINAL_FILENAME = "final.npz"
 ANALYSIS_META_FILENAME = "meta.json"
 REPORT_FILENAME = "report.html"
+PLOTLY_JS_FILENAME = "plotly.min.js"  # shared by reports written with plotly_js="shared"
 DONE_FILENAME = "DONE"
 
 SWEEP_SPEC_FILENAME = "sweep.json"
@@ -46,7 +47,8 @@ FAILED_FILENAME = "FAILED"
 
 # Everything grokscope may write into a run folder (what `train --force` may replace).
 RUN_DIR_ENTRIES = frozenset({CONFIG_FILENAME, SPLIT_FILENAME, METRICS_FILENAME, CHECKPOINTS_DIRNAME, RESUME_FILENAME,
-                             ANALYSIS_DIRNAME, REPORT_FILENAME, DONE_FILENAME, FAILED_FILENAME})
+                             ANALYSIS_DIRNAME, REPORT_FILENAME, PLOTLY_JS_FILENAME, DONE_FILENAME,
+                             FAILED_FILENAME})
 
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_SUFFIX = ".safetensors"

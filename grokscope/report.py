@@ -24,7 +24,7 @@ from plotly.offline import get_plotlyjs
 from grokscope.pipeline import Analysis
 from grokscope.checkpoints import atomic_write_bytes
 from grokscope.config import RunConfig
-from grokscope.constants import REPORT_FILENAME
+from grokscope.constants import PLOTLY_JS_FILENAME, REPORT_FILENAME
 from grokscope.figures import Figure
 from grokscope.tasks.registry import get_task
 
@@ -47,18 +47,34 @@ def summary_table_html(rows: Sequence[tuple[str, str]]) -> str:
     return f'<table class="summary">{body}</table>'
 
 
+def write_plotly_js(folder: str | Path) -> Path:
+    """Write plotly.js once into `folder` (as plotly.min.js) for reports that share it;
+    rewritten only if it differs (another plotly version)."""
+    path = Path(folder) / PLOTLY_JS_FILENAME
+    data = get_plotlyjs().encode("utf-8")
+    if not path.is_file() or path.read_bytes() != data:
+        atomic_write_bytes(path, data)
+    return path
+
+
 def render_page(title: str, summary_html: str, figures: Sequence[Figure], notes_html: str = "",
-                footer_html: str = "") -> str:
+                footer_html: str = "", plotly_src: str | None = None) -> str:
     """The HTML page: escaped `title`, trusted `summary_html` / `notes_html` / `footer_html`,
-    and one section per figure (heading and caption escaped, the figure drawn by plotly.js)."""
+    and one section per figure (heading and caption escaped, the figure drawn by plotly.js).
+
+    plotly.js is inlined (the page works alone, ~5 MB) unless `plotly_src` names a file
+    relative to the page (see `write_plotly_js`), which is loaded instead (still offline).
+    """
     sections, scripts = [], []
     for i, (heading, caption, fig) in enumerate(figures):
         sections.append(f'<section><h2>{escape_html(heading)}</h2><p class="caption">{escape_html(caption)}</p>'
                         f'<div class="figure" id="fig-{i}"></div></section>')
         scripts.append(f'draw("fig-{i}", {figure_json(fig)});')
     page = Template(files("grokscope").joinpath("templates", PAGE_TEMPLATE).read_text(encoding="utf-8"))
+    script = (f'<script type="text/javascript">{get_plotlyjs()}</script>' if plotly_src is None
+              else f'<script type="text/javascript" src="{escape_html(plotly_src)}"></script>')
     return page.substitute(
-        title=escape_html(title), plotly_js=get_plotlyjs(), n_figures=len(figures), summary=summary_html,
+        title=escape_html(title), plotly_script=script, n_figures=len(figures), summary=summary_html,
         notes=f'<p class="caption">{notes_html}</p>' if notes_html else "", sections="".join(sections),
         footer=footer_html, scripts="\n".join(scripts),
     )
@@ -85,17 +101,27 @@ def run_summary_rows(a: Analysis) -> list[tuple[str, str]]:
     return rows
 
 
-def render_report(a: Analysis) -> str:
+def render_report(a: Analysis, plotly_src: str | None = None) -> str:
     """The report's HTML text for an `Analysis` of any registered task: the task's figures,
-    then those its measures declare."""
+    then those its measures declare (`plotly_src`: see `render_page`)."""
     spec = get_task(a.run.config.task.task)
     figures = list(spec.figures(a)) + [f for m in a.measures for f in m.figures(a)]
     return render_page(f"grokscope report: {a.run.name}", summary_table_html(run_summary_rows(a)), figures,
-                       notes_html=spec.report_notes_html)
+                       notes_html=spec.report_notes_html, plotly_src=plotly_src)
 
 
-def write_report(a: Analysis, path: str | Path | None = None) -> Path:
-    """Render the report of an Analysis to RUN_DIR/report.html (or `path`), atomically."""
+def write_report(a: Analysis, path: str | Path | None = None, plotly_js: str = "inline") -> Path:
+    """Render the report of an Analysis to RUN_DIR/report.html (or `path`), atomically.
+
+    `plotly_js`: "inline" (one self-contained file), "shared" (plotly.min.js written
+    beside the report and loaded from there), or a path, relative to the report, of a
+    plotly.min.js the caller provides (e.g. "../plotly.min.js" for the runs of a sweep).
+    """
     path = Path(path) if path is not None else Path(a.run.path) / REPORT_FILENAME
-    atomic_write_bytes(path, render_report(a).encode("utf-8"))
+    src = None
+    if plotly_js == "shared":
+        src = write_plotly_js(path.parent).name
+    elif plotly_js != "inline":
+        src = plotly_js
+    atomic_write_bytes(path, render_report(a, plotly_src=src).encode("utf-8"))
     return path

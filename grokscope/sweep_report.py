@@ -27,7 +27,7 @@ from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC
 from grokscope.errors import ConfigError
 from grokscope.figures import Figure
 from grokscope.report import escape_html as esc
-from grokscope.report import render_page, write_report
+from grokscope.report import render_page, write_plotly_js, write_report
 from grokscope.sweep import format_value, grokked, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
@@ -222,10 +222,12 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     spec = json.loads((sweep_dir / SWEEP_SPEC_FILENAME).read_text())
     if analyze_runs:
         status = read_status(sweep_dir)
+        shared = write_plotly_js(sweep_dir)  # one copy for every run's report, not one each
         for p in spec["points"]:
             if status.get(p["name"], {}).get("status") == "done":
                 try:
-                    write_report(analyze(sweep_dir / p["name"], progress=progress))
+                    write_report(analyze(sweep_dir / p["name"], progress=progress),
+                                 plotly_js=f"../{shared.name}")
                 except Exception as e:  # noqa: BLE001 - one bad run must not sink the sweep report
                     warnings.warn(f"analysis of {p['name']} failed: {e}", stacklevel=2)
     table = sweep_table(sweep_dir)

@@ -16,6 +16,13 @@ from grokscope.report import write_report
 NASTY = "run<img src=x onerror=alert(1)>&"
 
 
+def plotly_version_banner() -> str:
+    """The line of plotly.js's header that names its version ("* plotly.js v4.1.1"): once per copy."""
+    from plotly.offline import get_plotlyjs
+
+    return next(line for line in get_plotlyjs().splitlines()[:5] if "plotly.js v" in line)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     cfg = grokscope.preset("modular-d7").replace(p=23, d_model=16, n_heads=2, d_head=8, d_mlp=48, epochs=30,
@@ -31,7 +38,8 @@ def test_report_is_self_contained_and_escaped(report):
     assert len(re.findall(r"<script[^>]*\bsrc=", text)) == 0  # nothing fetched: works offline
     assert "<img src=x" not in text
     assert "run&lt;img src=x onerror=alert(1)&gt;&amp;" in text
-    assert text.count("plotly.js v") <= 2  # the library is inlined once
+    version = plotly_version_banner()
+    assert text.count(version) == 1 and len(text) > 1_000_000  # the library is inlined, once
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (.ci/run installs it)")
@@ -66,3 +74,18 @@ def test_adder_report_draws_in_headless_chromium(adder_report, tmp_path):
     attrs = body_attributes_in_chromium(adder_report, tmp_path)
     assert attrs["js-errors"] == "0"
     assert attrs["figures-drawn"] == attrs["figures-expected"] == "6"
+
+
+def test_shared_plotly_js_report_is_small_and_draws(report, tmp_path):
+    from grokscope.run import load_run
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(report.parent, run_dir)
+    path = write_report(analyze(load_run(run_dir), progress=False), plotly_js="shared")
+    text = path.read_text()
+    assert '<script type="text/javascript" src="plotly.min.js"></script>' in text
+    assert plotly_version_banner() not in text and len(text) < 1_000_000
+    assert plotly_version_banner() in (run_dir / "plotly.min.js").read_text()[:200]
+    if CHROMIUM is not None:
+        attrs = body_attributes_in_chromium(path, tmp_path)
+        assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"]

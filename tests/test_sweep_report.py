@@ -56,6 +56,10 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     text = path.read_text()
     assert 'data-figures-expected="2"' in text
     assert 'href="p=11,n_heads=2/report.html"' in text and (work / "p=11,n_heads=2" / "report.html").exists()
+    # the runs' reports share one plotly.js beside them instead of inlining ~5 MB each
+    run_report = (work / "p=11,n_heads=2" / "report.html").read_text()
+    assert 'src="../plotly.min.js"' in run_report and len(run_report) < 1_000_000
+    assert (work / "plotly.min.js").stat().st_size > 1_000_000
     assert "only replaces a grokscope run folder" in text
     summary = (work / "summary.csv").read_text()
     assert "frac_grokked" in summary and "p=13,n_heads=2" in summary

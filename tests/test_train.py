@@ -154,8 +154,9 @@ def test_out_dir_rules(tmp_path, tiny_config):
     with pytest.raises(ConfigError):
         grokscope.train(tiny_config.replace(train_frac=2.0), out, force=True, progress=False)
     assert (out / "keep.txt").exists()
-    grokscope.train(tiny_config.replace(epochs=3), out, force=True, progress=False)
-    assert not (out / "keep.txt").exists()
+    with pytest.raises(ConfigError, match="only replaces a grokscope run folder"):  # not a run: kept
+        grokscope.train(tiny_config.replace(epochs=3), out, force=True, progress=False)
+    assert (out / "keep.txt").exists()
 
 
 # --- `--force` replaces only grokscope run folders (issue: it deleted .git/ and src/) -------

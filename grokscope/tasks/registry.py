@@ -79,6 +79,7 @@ class TaskSpec:
     - `summary(analysis)`: (label, value) rows describing the task, model and outcome.
     - `describe(task_cfg)`: one line naming the task, e.g. "a add b mod 59, 50% train".
     - `report_notes_html`: a paragraph printed under the report's summary (trusted HTML).
+    - `config_fields`: the TaskConfig fields the task reads (what `grokscope presets` shows).
     """
 
     name: str
@@ -89,6 +90,7 @@ class TaskSpec:
     summary: Callable[[Any], list[tuple[str, str]]]
     describe: Callable[[TaskConfig], str]
     report_notes_html: str = ""
+    config_fields: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

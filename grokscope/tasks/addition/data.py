@@ -166,6 +166,11 @@ class AdditionTask:
         self.test_tokens = sequences_from_ints(self.test_a, self.test_b, n)
         self.train_tokens = sequences_from_ints(self.train_a, self.train_b, n)
 
+    def __repr__(self) -> str:
+        stages = ", ".join(f"{lo}-{hi}:{steps}" for lo, hi, steps in self.stages)
+        return (f"AdditionTask({self.n_digits}-digit addition, context {self.n_ctx}, curriculum {stages}, "
+                f"batch {self.batch_size}, {len(self.test_a)} test pairs)")
+
     def split_tensors(self) -> dict[str, Tensor]:
         """The fixed eval operands (int64), saved with a run as split.safetensors."""
         return {k: getattr(self, k).contiguous() for k in ("test_a", "test_b", "train_a", "train_b")}

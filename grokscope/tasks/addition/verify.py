@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from grokscope.errors import ConfigError
 from grokscope.run import Run, load_run
@@ -57,21 +58,25 @@ def random_pairs(n_pairs: int, n_digits: int, seed: int) -> list[tuple[int, int]
 
 
 @torch.no_grad()
-def greedy_decode(model, prompts: Int[Tensor, "batch prompt"], n_new: int, batch_size: int = 2_000) -> Int[Tensor, "batch n_new"]:
+def greedy_decode(model, prompts: Int[Tensor, "batch prompt"], n_new: int, batch_size: int = 2_000,
+                  progress: bool = False) -> Int[Tensor, "batch n_new"]:
     """Generic greedy decoding: append argmax(model(seq)[:, -1]) ``n_new`` times.
 
     ``model`` is any callable mapping int64 tokens (batch, pos) to logits (batch, pos,
-    vocab); it runs on whatever device its first parameter is on (CPU if none).
+    vocab); it runs on whatever device its first parameter is on (CPU if none). With
+    `progress`, a bar counts the pairs decoded.
     """
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     device = params[0].device if params else torch.device("cpu")
     out = []
-    for i in range(0, len(prompts), batch_size):
-        seq = prompts[i : i + batch_size].to(device)
-        for _ in range(n_new):
-            nxt = model(seq)[:, -1, :].argmax(-1)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-        out.append(seq[:, prompts.shape[1] :].cpu())
+    with tqdm(total=len(prompts), disable=not progress, desc="greedy decoding", unit="pair", dynamic_ncols=True) as bar:
+        for i in range(0, len(prompts), batch_size):
+            seq = prompts[i : i + batch_size].to(device)
+            for _ in range(n_new):
+                nxt = model(seq)[:, -1, :].argmax(-1)
+                seq = torch.cat([seq, nxt[:, None]], dim=1)
+            out.append(seq[:, prompts.shape[1] :].cpu())
+            bar.update(len(seq))
     return torch.cat(out) if out else torch.empty(0, n_new, dtype=torch.int64)
 
 
@@ -100,7 +105,8 @@ class VerifyResult:
     failures: list[tuple[int, int, int, int | str]] = field(default_factory=list)
 
 
-def verify_model(model, n_digits: int, n_pairs: int = 10_000, seed: int = 2025, batch_size: int = 2_000) -> VerifyResult:
+def verify_model(model, n_digits: int, n_pairs: int = 10_000, seed: int = 2025, batch_size: int = 2_000,
+                 progress: bool = False) -> VerifyResult:
     """Greedy-decode random pairs and edge cases with ``model`` and score them (see module doc)."""
     if n_pairs < 1:
         raise ConfigError(f"--n must be >= 1, got {n_pairs}")
@@ -109,7 +115,7 @@ def verify_model(model, n_digits: int, n_pairs: int = 10_000, seed: int = 2025, 
     a = torch.tensor([p[0] for p in pairs + edges], dtype=torch.int64)
     b = torch.tensor([p[1] for p in pairs + edges], dtype=torch.int64)
     prompts = sequences_from_ints(a, b, n_digits)[:, : prompt_length(n_digits)]
-    gen = greedy_decode(model, prompts, answer_length(n_digits), batch_size)
+    gen = greedy_decode(model, prompts, answer_length(n_digits), batch_size, progress=progress)
 
     truth, carries = add_digits(int_to_digits(a, n_digits), int_to_digits(b, n_digits))
     digits = gen[:, : n_digits + 1]

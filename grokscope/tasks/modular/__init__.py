@@ -24,6 +24,7 @@ SPEC = register_task(TaskSpec(
     summary=modular_summary,
     describe=describe_modular,
     report_notes_html=PHASE_DOC,
+    config_fields=("op", "p", "train_frac", "split_seed"),
 ))
 
 __all__ = ["MODULAR_OPS", "SPEC", "ModularTask", "apply_op", "is_prime", "modular_inverse", "random_split"]

@@ -103,6 +103,10 @@ class ModularTask:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:
+        return (f"ModularTask(a {self.op} b mod {self.p}: {len(self)} pairs, {len(self.train_idx)} train, "
+                f"{len(self.test_idx)} test)")
+
     @property
     def pair_index(self) -> Int[Tensor, "n"]:
         """Each example's position a * p + b on the full p x p grid."""

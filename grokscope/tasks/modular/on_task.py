@@ -14,6 +14,7 @@ sign of b (a + b for `add`, a − b for `sub`) from the task.
 from __future__ import annotations
 
 from grokscope.measures import clock_pizza, progress
+from grokscope.measures.key_frequencies import KeyFrequencies
 from grokscope.measures.key_frequencies import key_frequencies as neuron_key_frequencies
 from grokscope.measures.common import all_pairs_logits
 from grokscope.errors import ConfigError
@@ -26,6 +27,12 @@ def fourier_sign(task) -> int:
     if task.op not in B_SIGN:
         raise ConfigError(f"this measure is defined for ops whose answer depends on a ± b (add, sub), not '{task.op}'")
     return B_SIGN[task.op]
+
+
+def as_freq_list(freqs):
+    """Frequencies as given, or the `.freqs` of a `KeyFrequencies` result (so the output of
+    `key_frequencies` can be passed straight on); None stays None."""
+    return freqs.freqs if isinstance(freqs, KeyFrequencies) else freqs
 
 
 def _grid_labels(task):
@@ -43,29 +50,31 @@ def key_frequencies(model, task, threshold: float = 0.85):
 def restricted_loss(model, task, freqs, test_only: bool = False) -> float:
     """Loss with the logits restricted to the cos/sin(w_k(a ± b)) directions of `freqs` (+ mean residual).
 
-    Over all p² pairs, or over the test split only with `test_only`.
+    Over all p² pairs, or over the test split only with `test_only`. `freqs`: a list of
+    frequencies or the result of `key_frequencies`.
     """
     logits = all_pairs_logits(model, task.p)
     idx = task.test_idx if test_only else None
-    return progress.restricted_loss(logits, _grid_labels(task), freqs, idx, b_sign=fourier_sign(task))
+    return progress.restricted_loss(logits, _grid_labels(task), as_freq_list(freqs), idx, b_sign=fourier_sign(task))
 
 
 def excluded_loss(model, task, freqs) -> float:
     """Train loss with the cos/sin(w_k(a ± b)) directions of `freqs` removed from the logits."""
     logits = all_pairs_logits(model, task.p)
-    return progress.excluded_loss(logits, _grid_labels(task), freqs, task.train_idx, b_sign=fourier_sign(task))
+    return progress.excluded_loss(logits, _grid_labels(task), as_freq_list(freqs), task.train_idx,
+                                  b_sign=fourier_sign(task))
 
 
 def excluded_loss_per_frequency(model, task, freqs=None):
     """Excluded train loss for each frequency removed alone (default: every k = 1..p//2)."""
     logits = all_pairs_logits(model, task.p)
-    return progress.excluded_loss_per_frequency(logits, _grid_labels(task), task.train_idx, freqs,
+    return progress.excluded_loss_per_frequency(logits, _grid_labels(task), task.train_idx, as_freq_list(freqs),
                                                 b_sign=fourier_sign(task))
 
 
 def trig_fit(model, task, freqs=None):
     """Cosine similarity of the logit cube with cos(w_k(a ± b − c)) for each k in `freqs`."""
-    return progress.trig_fit(all_pairs_logits(model, task.p), freqs, b_sign=fourier_sign(task))
+    return progress.trig_fit(all_pairs_logits(model, task.p), as_freq_list(freqs), b_sign=fourier_sign(task))
 
 
 def distance_irrelevance(model, task) -> float:
