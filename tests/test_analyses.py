@@ -15,7 +15,7 @@ ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
 @pytest.mark.parametrize("name, n_points, params", [
     ("adder_cliff", 45, {777}),  # the 777 recipe itself is one of the points
-    ("modular_cliff", 24, set()),
+    ("modular_cliff", 24, {1117, 6481}),  # d_model 4 and 16, as in the README's table
 ])
 def test_shipped_specs_parse_into_valid_points(name, n_points, params):
     from grokscope.sweep import param_count_of

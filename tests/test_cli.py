@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,10 +15,14 @@ def grok(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_help_is_complete_and_fast():
-    start = time.perf_counter()
+def test_help_is_complete_and_imports_nothing_heavy():
+    # `--help` stays instant because neither torch nor transformer_lens is imported for it
+    # (checked directly: a wall-clock limit would be flaky on a loaded machine)
+    code = ("import sys\nfrom grokscope.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', 'torch' in sys.modules or 'transformer_lens' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and "HEAVY False" in res.stdout
     out = grok("--help")
-    assert time.perf_counter() - start < 3.0  # transformer_lens is not imported for help
     assert out.returncode == 0 and "train" in out.stdout
     out = grok("train", "--help")
     for flag in ["--preset", "--out", "--resume", "--force", "--d-model", "--weight-decay", "--grad-filter",

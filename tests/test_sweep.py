@@ -130,7 +130,14 @@ def test_rerun_skips_finished_and_resumes_interrupted(tiny_sweep, tmp_path, monk
         with pytest.raises(KeyboardInterrupt):
             trainer.train(tiny_spec().points[0].config, victim, progress=False)
     assert not (victim / DONE_FILENAME).exists()
+    from grokscope.checkpoints import load_resume_state
+
+    saved_at = load_resume_state(victim).step
+    assert 0 < saved_at <= 17
+    steps_run = []
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: steps_run.append(1) or real_step(*a, **k))
     status = run_sweep(tiny_spec(), work, workers=1, progress=False)
+    assert len(steps_run) == 30 - saved_at  # only the interrupted point trained, from its saved step
     assert (finished / METRICS_FILENAME).stat().st_mtime_ns == mtime  # untouched
     assert (finished / METRICS_FILENAME).read_text() == before
     assert status["p=11,n_heads=2"]["status"] == "done"

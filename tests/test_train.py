@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import grokscope
+from grokscope import trainer
 from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
@@ -89,8 +90,15 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
     proc.wait()
     killed_at = grokscope.load_run(victim).steps[-1]
     assert 0 < killed_at < 400, "the kill must land mid-run for this test to mean anything"
+    early = {p.name: p.stat().st_mtime_ns for p in (victim / "checkpoints").iterdir()}
 
     subprocess.run(_cli("train", "--resume", str(victim), "--no-progress"), check=True, capture_output=True)
+    # the resume continued from the saved state: checkpoints written before the kill (up to the
+    # resume step) were not written again, as a restart from step 0 would have done
+    resumed_from = max(int(n[5:13]) for n in early if int(n[5:13]) <= killed_at)
+    rewritten = [n for n, t in early.items() if int(n[5:13]) < resumed_from
+                 and (victim / "checkpoints" / n).stat().st_mtime_ns != t]
+    assert not rewritten, rewritten
     a, b = grokscope.load_run(ref), grokscope.load_run(victim)
     assert (a.path / METRICS_FILENAME).read_text() == (b.path / METRICS_FILENAME).read_text()
     assert a.steps == b.steps
@@ -101,14 +109,18 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("grad_filter, extra", [("ema", {}), ("ma", {"grokfast_window": 4}),
                                                 ("none", {"orthograd": True}), ("none", {"loss": "stablemax"})])
-def test_resume_is_exact_with_grokking_switches(tmp_path, tiny_config, grad_filter, extra):
+def test_resume_is_exact_with_grokking_switches(tmp_path, tiny_config, grad_filter, extra, monkeypatch):
     cfg = tiny_config.replace(grad_filter=grad_filter, **extra)
     full = grokscope.train(cfg, tmp_path / "full", progress=False)
     # A run stopped at epoch 30 (its resume state says so), then resumed to 60.
     half = grokscope.train(cfg.replace(epochs=30, n_checkpoints=31), tmp_path / "half", progress=False)
     cfg_path = half.path / "config.json"
     cfg_path.write_text(cfg.replace(n_checkpoints=250).to_json())
+    steps_run = []
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: steps_run.append(1) or real_step(*a, **k))
     resumed = grokscope.train(None, half.path, resume=True, progress=False)
+    assert len(steps_run) == 30  # from the saved step 30, not from 0
     assert (full.path / METRICS_FILENAME).read_text() == (resumed.path / METRICS_FILENAME).read_text()
     wa, wb = _weights(full), _weights(resumed)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -226,8 +226,15 @@ def test_crash_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(AdditionTask, "train_batch", crashing)
     with pytest.raises(_Crash):
         grokscope.train(small_config(), tmp_path / "victim", progress=False)
-    monkeypatch.setattr(AdditionTask, "train_batch", original)
+    drawn = []
+
+    def counting(self, step, generator, device):
+        drawn.append(step)
+        return original(self, step, generator, device)
+
+    monkeypatch.setattr(AdditionTask, "train_batch", counting)
     resumed = grokscope.train(None, tmp_path / "victim", resume=True, progress=False)
+    assert drawn[0] == 20 and drawn == list(range(20, small_config().train.epochs))  # resumed at step 20
 
     assert (resumed.path / METRICS_FILENAME).read_text() == (ref.path / METRICS_FILENAME).read_text()
     wr, wv = _final_weights(ref), _final_weights(resumed)

@@ -1,0 +1,75 @@
+"""The committed reference runs: they load with the installed TransformerLens and give the
+stored logits, and the measures that need a grokked model give numbers that mean something
+on `checkpoints/mini-grok` (the only grokked run in the repository)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import grokscope
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = json.loads((Path(__file__).parent / "data" / "reference_logits.json").read_text())
+
+
+@pytest.mark.parametrize("name, key", [("mini-grok", "logits_last"), ("adder-777", "logits_from_eq")])
+def test_committed_runs_load_and_give_the_stored_logits(name, key):
+    run = grokscope.load_run(ROOT / "checkpoints" / name)
+    stored = STORED[name]
+    model = run.model_at(stored["step"])
+    tokens = torch.tensor(stored["tokens"])
+    with torch.no_grad():
+        logits = model(tokens)
+    logits = logits[:, -1] if key == "logits_last" else logits[:, run.task.eq_pos:]
+    # 1e-4: other CPUs' kernels round differently in the last float32 bits
+    torch.testing.assert_close(logits, torch.tensor(stored[key]), atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def mini_grok(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("ref") / "mini-grok"
+    shutil.copytree(ROOT / "checkpoints" / "mini-grok", dst, ignore=shutil.ignore_patterns("analysis", "report.html"))
+    return grokscope.load_run(dst)
+
+
+def test_progress_measures_give_numbers_on_a_grokked_run(mini_grok):
+    a = grokscope.analyze(mini_grok, progress=False)
+    t = a.table
+    assert a.key_freqs and set(a.key_freqs) <= set(range(1, 30))
+    for col in ["restricted_loss", "restricted_loss_test", "excluded_loss"] + [f"trig_fit_{k}" for k in a.key_freqs]:
+        assert t[col].notna().all() and np.isfinite(t[col]).all(), col
+    chance = math.log(59)
+    assert t["restricted_loss"].iloc[0] > 0.9 * chance  # the untrained model has no circuit
+    assert t["restricted_loss"].iloc[-1] < 0.5 * chance  # the final one does
+    assert t["excluded_loss"].iloc[-1] > 1.0 > 100 * t["train_loss"].iloc[-1]  # removing it breaks train fits
+    # per-frequency excluded loss: a number exactly at the key frequencies, NaN elsewhere
+    final = a.spectra[a.spectra["step"] == t["step"].iloc[-1]].set_index("k")["excluded_loss"]
+    assert final.notna().sum() == len(a.key_freqs) and set(final.dropna().index) == set(a.key_freqs)
+    # the Fourier spectra sparsify through the grok (Gini rises)
+    assert t["gini_embed"].iloc[-1] > t["gini_embed"].iloc[0] + 0.2
+    assert t["gini_logit"].iloc[-1] > t["gini_logit"].iloc[0] + 0.2
+
+
+def test_task_level_wrappers_on_the_final_checkpoint(mini_grok):
+    model, task = mini_grok.model_at(mini_grok.steps[-1]), mini_grok.task
+    kf = grokscope.key_frequencies(model, task)
+    assert kf.freqs and sum(kf.counts) <= model.cfg.d_mlp
+    # the KeyFrequencies result is accepted where a list of frequencies is
+    assert grokscope.restricted_loss(model, task, kf) == grokscope.restricted_loss(model, task, kf.freqs)
+    assert grokscope.excluded_loss(model, task, kf) > 1.0
+    per_k = grokscope.excluded_loss_per_frequency(model, task)
+    assert per_k.shape == (29,)
+    key = per_k[[k - 1 for k in kf.freqs]]
+    others = per_k[[k - 1 for k in range(1, 30) if k not in kf.freqs]]
+    assert key.max() > 100 * others.median()  # removing a key frequency hurts; others do not
+    assert 0.0 < grokscope.distance_irrelevance(model, task) < 1.0
+    g = grokscope.gradient_symmetricity(model, task)
+    assert -1.0 <= g <= 1.0 and g != 0.0
+    assert repr(task).startswith("ModularTask(a add b mod 59")
