@@ -194,17 +194,28 @@ def load_resume_state(run_dir: Path) -> ResumeState:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only complete metric lines with step <= last_step (drops a torn last line too)."""
+    """Keep the metric lines with step <= last_step, for a resume from `last_step`.
+
+    A torn last line (a kill mid-write) is dropped; an unreadable line anywhere else raises
+    CheckpointError naming the file, so a resume never silently discards logged history.
+    """
     path = Path(path)
     if not path.exists():
         return
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"corrupt metrics file: {path} (not UTF-8 text)") from None
     kept = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if row["step"] > last_step:
+            step = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if i == len(lines) - 1:
+                break  # the torn last line of a killed run
+            raise CheckpointError(f"corrupt metrics file: {path} (line {i + 1} is not a metrics record)") from None
+        if step > last_step:
             break
         kept.append(line)
     atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())

@@ -105,6 +105,9 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
     from grokscope.trainer import train as run_training
 
     run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
+    if run.metrics.empty:
+        click.echo(f"{run.path}: {len(run.steps)} checkpoints (no metrics logged)")
+        return
     last = run.metrics.iloc[-1]
     click.echo(
         f"{run.path}: {len(run.steps)} checkpoints, step {int(last['step'])}: "

@@ -80,11 +80,14 @@ class Run:
         rows = []
         path = self.path / METRICS_FILENAME
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    break  # a torn last line from a killed run
+                    break  # a torn last line from a killed run (or a corrupt file: keep what reads)
+                if not isinstance(row, dict) or "step" not in row:
+                    break
+                rows.append(row)
         return pd.DataFrame(rows)
 
     @cached_property

@@ -172,3 +172,27 @@ def test_logits_validation():
         restricted_loss(torch.zeros(10, 3), torch.zeros(10, dtype=torch.long), [1])
     with pytest.raises(ValueError):
         trig_fit(torch.zeros(49, 7), [4])
+
+
+def test_fourier_ginis_find_planted_single_frequencies(model13):
+    """W_E's number rows and W_L's columns set to one frequency each: both Ginis are (n-1)/n."""
+    import copy
+
+    p, n = 13, 13 // 2
+    model = copy.deepcopy(model13)
+    x = torch.arange(p, dtype=torch.float32)
+    with torch.no_grad():
+        model.embed.W_E.zero_()
+        model.embed.W_E[:p, 0] = torch.cos(2 * math.pi * 3 * x / p)
+        model.embed.W_E[:p, 1] = torch.sin(2 * math.pi * 3 * x / p)
+        model.blocks[-1].mlp.W_out.zero_()
+        model.blocks[-1].mlp.W_out[:, 0] = 1.0  # every neuron writes to direction 0 ...
+        model.unembed.W_U.zero_()
+        model.unembed.W_U[0, :p] = torch.cos(2 * math.pi * 5 * x / p)  # ... which reads out frequency 5
+    g_e, g_l = fourier_ginis(model)
+    assert g_e == pytest.approx((n - 1) / n, abs=1e-6)
+    assert g_l == pytest.approx((n - 1) / n, abs=1e-6)
+    with torch.no_grad():  # two equal frequencies: the Gini drops to (n - 2)/n
+        model.embed.W_E[:p, 2] = torch.cos(2 * math.pi * 1 * x / p)
+        model.embed.W_E[:p, 3] = torch.sin(2 * math.pi * 1 * x / p)
+    assert fourier_ginis(model)[0] == pytest.approx((n - 2) / n, abs=1e-6)

@@ -9,6 +9,7 @@ import torch
 
 import grokscope
 from grokscope.tasks.addition.format import carry_chain_length
+from grokscope.measures.base import Measure, Measured
 from grokscope.pipeline import analyze
 from grokscope.tasks.addition.measures import (
     addition_measures,
@@ -20,6 +21,19 @@ from grokscope.tasks.addition.measures import (
 )
 from grokscope.config import preset
 from grokscope.errors import ConfigError
+
+
+class StepCounter(Measure):
+    """Records the steps it was asked to measure."""
+
+    name = "step_counter"
+
+    def __init__(self):
+        self.steps = []
+
+    def at_checkpoint(self, ctx):
+        self.steps.append(ctx.step)
+        return Measured()
 
 
 def test_carry_chain_set_covers_every_length_with_true_labels():
@@ -100,16 +114,20 @@ def test_addition_measures_tables(tmp_path):
 def test_analyze_addition_run_writes_and_reuses_tables(tmp_path):
     cfg = preset("adder-777").replace(n_digits=2, curriculum="1-2:4", epochs=4, batch_size=16, warmup_steps=1)
     run = grokscope.train(cfg, tmp_path / "r", progress=False)
-    first = analyze(run, progress=False, measures=addition_measures(per_chain=5))
+    first = analyze(run, progress=False, measures=addition_measures(per_chain=5) + [StepCounter()])
     assert first.kind == "addition" and first.table["step"].tolist() == run.steps
     assert {"test_acc", "train_acc", "exact_match", "align_same"} <= set(first.table.columns)
     assert set(first.spectra.columns) == {"step", "k", "embed"}
     for name in ("adder_carry_chain", "adder_alignment", "adder_embed_pca", "spectra"):
         assert (first.folder / f"{name}.csv").exists()
-    again = analyze(run, progress=False, measures=addition_measures(per_chain=5))  # served from the CSVs
+    counter = StepCounter()
+    again = analyze(run, progress=False, measures=addition_measures(per_chain=5) + [counter])
+    assert counter.steps == []  # served from the CSVs: no checkpoint was measured again
     assert again.table["exact_match"].tolist() == first.table["exact_match"].tolist()
     assert again.tables["adder_alignment"]["top_key"].tolist() == first.tables["adder_alignment"]["top_key"].tolist()
     assert again.measure_meta("teacher_forced")["key_labels"] == first.measure_meta("teacher_forced")["key_labels"]
     # another per_chain is another fingerprint: everything is measured again
-    other = analyze(run, progress=False, measures=addition_measures(per_chain=3))
+    counter = StepCounter()
+    other = analyze(run, progress=False, measures=addition_measures(per_chain=3) + [counter])
     assert (other.tables["adder_carry_chain"]["pairs"] <= 3).all()
+    assert counter.steps == run.steps
