@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -70,39 +71,42 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
-    flags = ["--preset", "modular-d7", "--p", "31", "--epochs", "400", "--n-checkpoints", "40",
+    flags = ["--preset", "modular-d7", "--p", "31", "--epochs", "600", "--n-checkpoints", "60",
              "--n-log-checkpoints", "5", "--log-every", "7", "--no-progress"]
     ref = tmp_path / "ref"
     subprocess.run(_cli("train", *flags, "--out", str(ref)), check=True, capture_output=True)
 
     victim = tmp_path / "victim"
-    proc = subprocess.Popen(_cli("train", *flags, "--out", str(victim)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resume_file = victim / RESUME_FILENAME
-    deadline = time.time() + 120
-    # Kill once training is under way but not finished (a few checkpoints in).
-    while time.time() < deadline:
-        steps = grokscope.load_run(victim).steps if (victim / "checkpoints").is_dir() else []
-        if resume_file.exists() and len(steps) >= 8:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = grokscope.load_run(victim).steps[-1]
-    assert 0 < killed_at < 400, "the kill must land mid-run for this test to mean anything"
-    early = {p.name: p.stat().st_mtime_ns for p in (victim / "checkpoints").iterdir()}
+    rng = random.Random(11)
+    killed_at: list[int] = []
+    command = _cli("train", *flags, "--out", str(victim))
+    for attempt in range(3):  # kill -9 at three seeded points, resuming after each
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = (killed_at[-1] if killed_at else 0) + rng.randint(40, 120)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            steps = grokscope.load_run(victim).steps if (victim / RESUME_FILENAME).exists() else []
+            if steps and steps[-1] >= target:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at.append(grokscope.load_run(victim).steps[-1])
+        early = {p.name: p.stat().st_mtime_ns for p in (victim / "checkpoints").iterdir()}
+        command = _cli("train", "--resume", str(victim), "--no-progress")
+    assert 0 < killed_at[0] < killed_at[1] < killed_at[2] < 600, killed_at  # every kill landed mid-run
 
-    subprocess.run(_cli("train", "--resume", str(victim), "--no-progress"), check=True, capture_output=True)
-    # the resume continued from the saved state: checkpoints written before the kill (up to the
-    # resume step) were not written again, as a restart from step 0 would have done
-    resumed_from = max(int(n[5:13]) for n in early if int(n[5:13]) <= killed_at)
+    subprocess.run(command, check=True, capture_output=True)
+    # the last resume continued from the saved state: checkpoints written before the kill (up
+    # to the resume step) were not written again, as a restart from step 0 would have done
+    resumed_from = max(int(n[5:13]) for n in early if int(n[5:13]) <= killed_at[-1])
     rewritten = [n for n, t in early.items() if int(n[5:13]) < resumed_from
                  and (victim / "checkpoints" / n).stat().st_mtime_ns != t]
     assert not rewritten, rewritten
     a, b = grokscope.load_run(ref), grokscope.load_run(victim)
     assert (a.path / METRICS_FILENAME).read_text() == (b.path / METRICS_FILENAME).read_text()
     assert a.steps == b.steps
-    for step in (a.steps[-1], a.steps[len(a.steps) // 2]):
+    for step in a.steps:
         wa, wb = load_file(a.checkpoint_path(step)), load_file(b.checkpoint_path(step))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), step
 
