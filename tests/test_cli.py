@@ -88,3 +88,32 @@ def test_resume_with_a_corrupt_config_is_one_line(tmp_path):
     res = grok("train", "--resume", str(out))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "config.json" in res.stderr
+
+
+def test_presets_are_described_with_the_fields_that_matter():
+    from click.testing import CliRunner
+
+    from grokscope.cli import main
+
+    out = CliRunner().invoke(main, ["presets"]).output
+    blocks = {b.split()[0]: b for b in out.split("\n") if b and not b.startswith(" ")}
+    assert set(blocks) == {"adder-777", "menon-d7", "mini-grok", "modular-d7", "nanda"}
+    assert "Nanda et al." in blocks["nanda"]
+    adder = out[out.index("adder-777"):out.index("menon-d7")]
+    assert "curriculum=" in adder and "p=113" not in adder and "train_frac" not in adder
+    nanda = out[out.index("\nnanda"):]
+    assert "p=113" in nanda and "curriculum" not in nanda
+    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())  # unwrapped
+    assert "you get the `nanda` model" in help_text and "(without --preset: 113)" in help_text
+
+
+def test_example_api_writes_outside_the_repository(tmp_path):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    before = sorted(p.name for p in (repo / "checkpoints").iterdir())
+    res = subprocess.run([sys.executable, str(repo / "analyses" / "example_api.py"), str(tmp_path / "ex")],
+                         capture_output=True, text=True, cwd=repo, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "test accuracy" in res.stdout and grokscope.load_run(tmp_path / "ex").finished
+    assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == before

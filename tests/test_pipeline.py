@@ -120,6 +120,7 @@ def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0
     assert "step_00000003.safetensors" in res.stderr and "warning" in res.stderr
+    assert res.stderr.count("step_00000003.safetensors") == 1  # said once, not once per pass
     assert (run.path / "report.html").exists()
 
 

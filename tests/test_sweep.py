@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import grokscope
 from grokscope.errors import ConfigError
 from grokscope.constants import DONE_FILENAME, FAILED_FILENAME, METRICS_FILENAME, SWEEP_STATUS_FILENAME
 from grokscope.stacked import max_abs_weight_difference
-from grokscope.sweep import load_spec, parse_spec, read_status, run_sweep
+from grokscope.sweep import parse_spec, read_status, run_sweep
 from grokscope.sweep_report import is_sweep_dir
 from tests.sweep_helpers import BLOCKED, block_point, tiny_dict, tiny_spec
 
@@ -226,35 +228,59 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
-def test_workers_exit_when_the_sweep_is_killed_and_the_sweep_resumes(tmp_path):
-    spec = tmp_path / "s.toml"
-    spec.write_text('preset = "modular-d7"\n[overrides]\nepochs = 4000\np = 23\nlog_every = 50\n'
-                    '[grid]\nseed = [0, 1]\n')
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(out), "--workers", "2",
-           "--no-progress"]
-    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _last_step(run_dir: Path) -> int:
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not all((out / f"seed={s}" / "metrics.jsonl").exists() for s in (0, 1)):
-            time.sleep(0.5)
-        workers = [k for k in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{k}/cmdline").read_text()]
+        lines = (run_dir / METRICS_FILENAME).read_text().splitlines()
+        return int(json.loads(lines[-1])["step"]) if lines else -1
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
+def test_killed_sweeps_leave_no_workers_and_resume_to_the_uninterrupted_result(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('preset = "modular-d7"\n[overrides]\nepochs = 6000\np = 23\nlog_every = 50\n'
+                    'n_checkpoints = 40\n[grid]\nseed = [0, 1]\n')
+    points = [f"seed={s}" for s in (0, 1)]
+
+    def sweep_cmd(out: Path) -> list[str]:  # two workers: each trains with one thread, every time
+        return [sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(out), "--workers", "2",
+                "--no-progress"]
+
+    ref = tmp_path / "ref"
+    subprocess.run(sweep_cmd(ref), check=True, capture_output=True)
+    out = tmp_path / "out"
+    rng = random.Random(3)
+    killed_at = []
+    for _ in range(3):  # kill -9 at three seeded points, each after both runs made progress
+        floor = max([_last_step(out / p) for p in points] + [0]) + 100
+        parent = subprocess.Popen(sweep_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and parent.poll() is None:
+                if all(_last_step(out / p) >= floor for p in points):
+                    break
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.3))
+            workers = [k for k in _children(parent.pid)
+                       if "resource_tracker" not in Path(f"/proc/{k}/cmdline").read_text()]
+        finally:
+            parent.send_signal(signal.SIGKILL)
+            parent.wait()
         assert workers, "no worker processes found"
-    finally:
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
-        time.sleep(0.25)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
-    for w in alive:
-        os.kill(w, signal.SIGKILL)
-    assert not alive, f"workers {alive} outlived the killed sweep"
-    # the killed sweep resumes cleanly: a re-run (shorter runs via a fresh spec are not allowed:
-    # same spec) finishes both points, each resumed from its last saved state
-    status = run_sweep(load_spec(spec), out, workers=1, progress=False)
-    assert all(v["status"] == "done" for v in status.values())
-    for s in (0, 1):
-        m = grokscope.load_run(out / f"seed={s}").metrics
-        assert m["step"].is_monotonic_increasing and m["step"].iloc[-1] == 4000
+        deadline = time.time() + 20
+        while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.25)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()
+                 and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        for w in alive:
+            os.kill(w, signal.SIGKILL)
+        assert not alive, f"workers {alive} outlived the killed sweep"
+        killed_at.append([_last_step(out / p) for p in points])
+    assert all(0 < s < 6000 for ks in killed_at for s in ks), killed_at  # every kill landed mid-run
+
+    res = subprocess.run(sweep_cmd(out), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for p in points:  # resumed three times, each run ends exactly as the uninterrupted one
+        assert (out / p / METRICS_FILENAME).read_bytes() == (ref / p / METRICS_FILENAME).read_bytes()
+        assert max_abs_weight_difference(grokscope.load_run(out / p), grokscope.load_run(ref / p)) == 0.0

@@ -239,3 +239,8 @@ def test_crash_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     assert (resumed.path / METRICS_FILENAME).read_text() == (ref.path / METRICS_FILENAME).read_text()
     wr, wv = _final_weights(ref), _final_weights(resumed)
     assert all(torch.equal(wr[k], wv[k]) for k in wr)
+
+
+def test_task_repr_says_what_it_is():
+    task = make_task(TaskConfig(task="addition", n_digits=3, curriculum="1-3:5"), batch_size=32)
+    assert repr(task) == "AdditionTask(3-digit addition, context 14, curriculum 1-3:5, batch 32, 2000 test pairs)"

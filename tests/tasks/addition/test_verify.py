@@ -106,3 +106,10 @@ def test_cli_train_bad_addition_input_exits_2():
     runner = CliRunner()
     assert "n_digits must be >= 1" in _error_line(runner.invoke(main, ["train", "--preset", "adder-777", "--n-digits", "0"]))
     assert "context too short" in _error_line(runner.invoke(main, ["train", "--preset", "adder-777", "--n-ctx", "20"]))
+
+
+def test_verify_shows_progress(capsys):
+    verify_model(OracleStub(3), 3, n_pairs=50, seed=0, batch_size=20, progress=True)
+    err = capsys.readouterr().err
+    total = 50 + len(edge_cases(3))
+    assert "greedy decoding" in err and f"{total}/{total}" in err  # every pair, random and edge, counted
