@@ -52,6 +52,15 @@ def test_progress_measures_give_numbers_on_a_grokked_run(mini_grok):
     # per-frequency excluded loss: a number exactly at the key frequencies, NaN elsewhere
     final = a.spectra[a.spectra["step"] == t["step"].iloc[-1]].set_index("k")["excluded_loss"]
     assert final.notna().sum() == len(a.key_freqs) and set(final.dropna().index) == set(a.key_freqs)
+    # the key frequencies explain the model: restricted loss ends below the test loss, and
+    # falls (the circuit forms) long before the test loss does (the grok)
+    assert a.key_freqs == [2, 16, 17, 21] and a.measure_meta("key_frequencies")["sources"]["16"] == "logits"
+    assert t["restricted_loss"].iloc[-1] <= t["test_loss"].iloc[-1]
+    assert t["restricted_loss_test"].iloc[-1] <= t["test_loss"].iloc[-1]
+    first_below = lambda col: int(t.loc[t[col] < 0.5, "step"].iloc[0])  # noqa: E731
+    assert first_below("restricted_loss") < first_below("test_loss") / 2
+    html = grokscope.write_report(a).read_text()
+    assert "16 (by logit share)" in html and "they explain the model" in html
     # the Fourier spectra sparsify through the grok (Gini rises)
     assert t["gini_embed"].iloc[-1] > t["gini_embed"].iloc[0] + 0.2
     assert t["gini_logit"].iloc[-1] > t["gini_logit"].iloc[0] + 0.2

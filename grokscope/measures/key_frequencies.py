@@ -15,6 +15,13 @@ mechanistic interpretability", ICLR 2023, Appendix on neuron clustering):
    fraction is below ``threshold`` (0.85) are unclustered (frequency ``-1``). Dead or
    (numerically) constant neurons have fraction 0 and are unclustered.
 5. Key frequencies = the sorted distinct frequencies of the clustered neurons.
+
+The neuron rule alone can miss a frequency the model uses (on a grokked model with many
+unclustered neurons, or neurons that mix two frequencies). `explaining_key_frequencies`
+therefore checks the set against the model's own logits: starting from the neuron set, it
+adds frequencies in order of their share of the logits' power along the sum directions
+cos/sin(w_k(a ± b)) until the restricted loss is no higher than the model's own loss, and
+records which rule found each frequency ("neurons" or "logits").
 """
 
 from __future__ import annotations
@@ -27,15 +34,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .common import all_pairs_run, infer_p
-from .fourier import basis_frequencies, fourier_basis
+from .common import all_pairs_run, cross_entropy, infer_p
+from .fourier import basis_frequencies, fourier_basis, sum_directions_table
+from .progress import restricted_loss
 
 if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
     from transformer_lens import HookedTransformer
 
 __all__ = [
     "KeyFrequencies",
+    "KeyFrequencySet",
     "cluster_neurons",
+    "explaining_key_frequencies",
+    "explains",
+    "logit_frequency_share",
     "key_frequencies",
     "key_frequencies_from_activations",
     "neuron_frequency_fractions",
@@ -153,3 +165,96 @@ def key_frequencies(
     if run.mlp_post is None:
         raise ValueError("model has no MLP (attn_only); key frequencies are undefined")
     return key_frequencies_from_activations(run.mlp_post, p, threshold)
+
+
+class KeyFrequencySet(NamedTuple):
+    """Key frequencies that explain the model (see `explaining_key_frequencies`).
+
+    ``freqs``: sorted. ``sources``: for each k, the rule that found it ("neurons": the
+    0.85 neuron clustering; "logits": added by its share of the logits). ``restricted_loss``:
+    all-pairs restricted loss with ``freqs``; ``full_loss``: the model's own all-pairs loss.
+    ``logit_share``: per k = 1..p//2, the share of the centred logits' power along
+    cos/sin(w_k(a ± b)). ``neurons``: the neuron clustering the set started from.
+    """
+
+    freqs: list[int]
+    sources: dict[int, str]
+    restricted_loss: float
+    full_loss: float
+    logit_share: Float[Tensor, "n_freq"]
+    neurons: KeyFrequencies
+
+    @property
+    def explains_model(self) -> bool:
+        """True when the restricted loss is no higher than the model's own loss (up to rounding)."""
+        return explains(self.restricted_loss, self.full_loss)
+
+
+def explains(restricted: float, full: float) -> bool:
+    """restricted <= full, allowing float64 rounding (logits exactly in the span give equality)."""
+    return restricted <= full * (1 + 1e-9) + 1e-12
+
+
+def logit_frequency_share(logits: Float[Tensor, "pairs p"], p: int, b_sign: int = 1) -> Float[Tensor, "n_freq"]:
+    """Share of the logits' power in each frequency's sum directions, k = 1..p//2 (float64).
+
+    ``L`` (p², p) centred over the batch; share_k = (‖u_kᵀ L‖² + ‖v_kᵀ L‖²) / ‖L‖²_F with
+    u_k, v_k the unit cos/sin(w_k(a + b_sign·b)) directions in R^{p²} (batch index a·p + b),
+    summed over output classes. The shares add up to at most 1 (the rest of the power is
+    not a function of a ± b).
+    """
+    L = logits.detach().to(torch.float64)
+    L = L - L.mean(dim=0, keepdim=True)
+    cos, sin = sum_directions_table(p, b_sign)
+    cos, sin = cos.to(L.device), sin.to(L.device)
+    power = (cos @ L).square().sum(dim=1) + (sin @ L).square().sum(dim=1)
+    total = L.square().sum()
+    return power / total if total > 0 else torch.zeros_like(power)
+
+
+def explaining_key_frequencies(
+    post: Float[Tensor, "pairs d_mlp"] | None,
+    logits: Float[Tensor, "pairs p"],
+    labels: Int[Tensor, "pairs"],
+    p: int,
+    *,
+    b_sign: int = 1,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_added: int = 8,
+    min_share: float = 0.005,
+) -> KeyFrequencySet:
+    """Key frequencies that explain the model's logits, over the full (a, b) grid.
+
+    1. Start from the neuron rule (`key_frequencies_from_activations`, `threshold`) on
+       ``post`` (last-position MLP activations; None = no MLP: start empty).
+    2. While the restricted loss (all pairs, `grokscope.measures.progress.restricted_loss`)
+       exceeds the model's own all-pairs loss, add the frequency with the largest
+       `logit_frequency_share` not yet in the set, among those with share >= `min_share`,
+       at most `max_added` of them.
+
+    ``labels`` are the answers on the grid (batch index a·p + b); ``b_sign`` +1 for a + b,
+    -1 for a − b. A memorising model never reaches its own loss with a ± b directions: the
+    share floor and `max_added` keep it from collecting every frequency.
+    """
+    logits = logits.detach()
+    if post is not None:
+        neurons = key_frequencies_from_activations(post, p, threshold)
+    else:
+        neurons = cluster_neurons(torch.zeros(0, p // 2), threshold)
+    freqs = list(neurons.freqs)
+    sources = {k: "neurons" for k in freqs}
+    full = cross_entropy(logits, labels)
+    share = logit_frequency_share(logits, p, b_sign)
+    restricted = restricted_loss(logits, labels, freqs, b_sign=b_sign) if freqs else float("inf")
+    ranked = [int(k) + 1 for k in torch.argsort(share, descending=True, stable=True).tolist()]
+    candidates = [k for k in ranked if k not in sources and share[k - 1] >= min_share][:max_added]
+    for k in candidates:
+        if explains(restricted, full):
+            break
+        freqs.append(k)
+        sources[k] = "logits"
+        restricted = restricted_loss(logits, labels, freqs, b_sign=b_sign)
+    if not freqs:
+        restricted = float("nan")
+    return KeyFrequencySet(freqs=sorted(freqs), sources=dict(sorted(sources.items())), restricted_loss=restricted,
+                           full_loss=full, logit_share=share, neurons=neurons)

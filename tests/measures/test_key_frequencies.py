@@ -110,3 +110,81 @@ def test_model_wrapper_matches_tensor_level(n_layers):
     assert res.fractions.shape == (64, p // 2)
     run = all_pairs_run(model)
     torch.testing.assert_close(run.mlp_post, post)
+
+
+# --- key frequencies that explain the model ------------------------------------------------
+
+from grokscope.measures.key_frequencies import explaining_key_frequencies, logit_frequency_share  # noqa: E402
+from grokscope.measures.progress import restricted_loss  # noqa: E402
+
+from .measure_helpers import add_labels, trig_logits  # noqa: E402
+
+
+def weighted_trig_logits(p, amplitudes: dict[int, float]):
+    """Logits sum_k A_k cos(w_k (a + b - c)): a clean a + b circuit with chosen strengths."""
+    return sum(amp * trig_logits(p, [k]) for k, amp in amplitudes.items())
+
+
+def test_logit_share_finds_the_planted_frequencies():
+    p = 23
+    share = logit_frequency_share(weighted_trig_logits(p, {3: 4.0, 7: 2.0}), p)
+    assert share.shape == (11,) and share.sum() == pytest.approx(1.0, abs=1e-9)
+    assert share[2] == pytest.approx(16 / 20, abs=1e-9) and share[6] == pytest.approx(4 / 20, abs=1e-9)
+
+
+def test_a_weak_fourth_frequency_the_neurons_miss_is_added_from_the_logits():
+    p = 31
+    amps = {2: 6.0, 5: 5.0, 9: 5.0, 13: 2.5}  # k = 13 is weak, and no neuron is tuned to it
+    logits = weighted_trig_logits(p, amps)
+    post = planted_activations(p, [2, 2, 5, 5, 9, 9], n_noise=4).to(torch.float32)
+    labels = add_labels(p)
+    kf = explaining_key_frequencies(post, logits, labels, p)
+    assert kf.neurons.freqs == [2, 5, 9]
+    assert kf.freqs == [2, 5, 9, 13]
+    assert kf.sources == {2: "neurons", 5: "neurons", 9: "neurons", 13: "logits"}
+    assert restricted_loss(logits, labels, [2, 5, 9]) > kf.full_loss  # the neuron set alone does not explain it
+    assert kf.explains_model and kf.restricted_loss <= kf.full_loss
+
+
+def test_neurons_that_mix_two_frequencies_are_unclustered_but_the_logits_find_both():
+    p = 29
+    a, b = pair_grid(p)
+    w = lambda k: 2 * math.pi * k / p  # noqa: E731
+    # every neuron carries two frequencies with equal weight: its best fraction is ~0.5 < 0.85
+    post = torch.stack([torch.cos(w(4) * (a + b) + s) + torch.cos(w(11) * (a + b) + 2 * s) + 2.0
+                        for s in torch.linspace(0, 3, 12)], dim=1).to(torch.float32)
+    logits = weighted_trig_logits(p, {4: 5.0, 11: 5.0})
+    kf = explaining_key_frequencies(post, logits, add_labels(p), p)
+    assert kf.neurons.freqs == [] and (kf.neurons.neuron_freq == -1).all()
+    assert kf.freqs == [4, 11] and set(kf.sources.values()) == {"logits"}
+    assert kf.explains_model
+
+
+def test_a_memorising_model_does_not_collect_every_frequency():
+    p = 23
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, p, (p * p,), generator=gen)  # a lookup table, no a + b structure
+    logits = 8.0 * torch.nn.functional.one_hot(labels, p).double() + 0.1 * torch.randn(p * p, p, generator=gen)
+    kf = explaining_key_frequencies(None, logits, labels, p)
+    assert kf.freqs == []  # no frequency carries even 0.5% of the logits: nothing is added
+    assert not kf.explains_model
+
+
+def test_mini_grok_key_frequencies_explain_the_model():
+    """Known answer on the committed run: the neuron rule gives {2, 17, 21}; k = 16 (the
+    second-largest logit share) is needed, and with it the final restricted loss is below
+    the test loss."""
+    from pathlib import Path
+
+    import grokscope
+    from grokscope.measures.common import all_pairs_run
+
+    run = grokscope.load_run(Path(__file__).resolve().parents[2] / "checkpoints" / "mini-grok")
+    model = run.model_at(run.steps[-1])
+    out = all_pairs_run(model, 59)
+    kf = explaining_key_frequencies(out.mlp_post, out.logits, run.task.labels, 59)
+    assert kf.neurons.freqs == [2, 17, 21]
+    assert kf.freqs == [2, 16, 17, 21] and kf.sources[16] == "logits"
+    test_loss = run.metrics["test_loss"].iloc[-1]
+    assert kf.restricted_loss <= test_loss
+    assert restricted_loss(out.logits, run.task.labels, kf.freqs, run.task.test_idx) <= test_loss

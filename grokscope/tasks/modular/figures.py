@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from grokscope.figures import PHASE_LEGEND, Figure, loss_accuracy_figure, phase_shapes, spectrum_slider
+from grokscope.measures.key_frequencies import explains
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
     from grokscope.pipeline import Analysis
@@ -36,8 +37,24 @@ def modular_summary(a: Analysis) -> list[tuple[str, str]]:
         ("final accuracy", f"train {last['train_acc']:.4f}, test {last['test_acc']:.4f}"),
         ("memorisation ends", fmt(p.memorisation_end)), ("cleanup", f"{fmt(p.cleanup_start)} – {fmt(p.cleanup_end)}"),
         ("grok step (test acc >= 99%)", fmt(p.grok_step)),
-        ("key frequencies (final)", ", ".join(map(str, a.key_freqs)) or "none"),
+        ("key frequencies (final)", key_frequency_summary(a)),
     ]
+
+
+def key_frequency_summary(a: Analysis) -> str:
+    """The final key frequencies, each with the rule that found it, and whether they explain
+    the model (restricted loss against the model's own loss, all pairs)."""
+    meta = a.measure_meta("key_frequencies")
+    if not a.key_freqs:
+        return "none"
+    sources = meta.get("sources", {})
+    parts = [f"{k}" + (" (by logit share)" if sources.get(str(k)) == "logits" else "") for k in a.key_freqs]
+    text = ", ".join(parts) + "; neuron rule (0.85): " + (", ".join(map(str, meta.get("neuron_freqs", []))) or "none")
+    r, full = meta.get("restricted_loss"), meta.get("full_loss")
+    if r is not None and full is not None and r == r and full == full:
+        verdict = "explain the model" if explains(r, full) else "do NOT explain the model"
+        text += f"; restricted loss {r:.3g} vs the model's {full:.3g} (all pairs): they {verdict}"
+    return text
 
 
 def progress_figures(a: Analysis) -> list[Figure]:

@@ -34,7 +34,11 @@ from grokscope.measures.attention import attention_spectrum, fourier_attention_s
 from grokscope.measures.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
 from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
 from grokscope.measures.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
-from grokscope.measures.key_frequencies import KeyFrequencies, key_frequencies_from_activations
+from grokscope.measures.key_frequencies import (
+    KeyFrequencySet,
+    explaining_key_frequencies,
+    key_frequencies_from_activations,
+)
 from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
 from grokscope.measures.metrics import WeightNormMeasure
 from grokscope.measures.progress import (
@@ -83,16 +87,27 @@ def _no_grad(fn, *args):
         return fn(*args)
 
 
-def final_key_frequencies(ctx: CheckpointContext) -> KeyFrequencies | None:
-    """Key frequencies of the final checkpoint (computed in setup, from the hooked forward)."""
+def final_key_frequencies(ctx: CheckpointContext) -> KeyFrequencySet | None:
+    """Key frequencies of the final checkpoint (computed once, in setup, from the hooked
+    forward): the set that explains the logits (`explaining_key_frequencies`) for a ± b ops,
+    the neuron rule alone for other ops; None for a model without an MLP and no a ± b form."""
     if "final_key_frequencies" not in ctx.shared:
-        post = hooked_forward(ctx).mlp_post
-        ctx.shared["final_key_frequencies"] = (key_frequencies_from_activations(post, ctx.task.p)
-                                               if post is not None else None)
+        task, out = ctx.task, hooked_forward(ctx)
+        b_sign, labels = B_SIGN.get(task.op), grid_labels(task)
+        if b_sign is not None and labels is not None:
+            kf = explaining_key_frequencies(out.mlp_post, out.logits, labels, task.p, b_sign=b_sign)
+        elif out.mlp_post is not None:
+            neurons = key_frequencies_from_activations(out.mlp_post, task.p)
+            kf = KeyFrequencySet(freqs=neurons.freqs, sources={k: "neurons" for k in neurons.freqs},
+                                 restricted_loss=NAN, full_loss=NAN, logit_share=torch.zeros(task.p // 2),
+                                 neurons=neurons)
+        else:
+            kf = None
+        ctx.shared["final_key_frequencies"] = kf
     return ctx.shared["final_key_frequencies"]
 
 
-def _freqs(kf: KeyFrequencies | None) -> list[int]:
+def _freqs(kf: KeyFrequencySet | None) -> list[int]:
     return kf.freqs if kf is not None else []
 
 
@@ -114,7 +129,8 @@ class ModularLossAccuracy(Measure):
 
 class KeyFrequencyMeasure(Measure):
     """n_key_freqs and key_freqs of each checkpoint (its own neuron clustering, threshold
-    0.85); final: the neuron table (neuron, freq, fraction) and the final key frequencies."""
+    0.85); final: the neuron table (neuron, freq, fraction) and the final key frequencies
+    that explain the model, with the rule that found each (meta)."""
 
     name = "key_frequencies"
 
@@ -129,11 +145,16 @@ class KeyFrequencyMeasure(Measure):
 
     def final(self, ctx: CheckpointContext) -> FinalMeasured:
         kf = final_key_frequencies(ctx)
-        neurons = pd.DataFrame()
-        if kf is not None:
-            neurons = pd.DataFrame({"neuron": np.arange(len(kf.neuron_freq)), "freq": kf.neuron_freq.numpy(),
-                                    "fraction": kf.neuron_fraction.numpy()})
-        return FinalMeasured(tables={"neurons": neurons}, meta={"freqs": _freqs(kf)})
+        if kf is None:
+            return FinalMeasured(tables={"neurons": pd.DataFrame()}, meta={"freqs": []})
+        n = kf.neurons
+        neurons = pd.DataFrame({"neuron": np.arange(len(n.neuron_freq)), "freq": n.neuron_freq.numpy(),
+                                "fraction": n.neuron_fraction.numpy()})
+        meta = {"freqs": kf.freqs, "sources": {str(k): v for k, v in kf.sources.items()},
+                "neuron_freqs": n.freqs, "restricted_loss": kf.restricted_loss, "full_loss": kf.full_loss,
+                "logit_share": [round(float(x), 6) for x in kf.logit_share.tolist()]}
+        return FinalMeasured(tables={"neurons": neurons}, arrays={"logit_frequency_share": kf.logit_share.numpy()},
+                             meta=meta)
 
 
 class FourierSpectra(Measure):
