@@ -93,7 +93,7 @@ def loss_accuracy_figure(table: pd.DataFrame, phases: Phases) -> Figure:
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_loss"], name=f"{col} loss", line_color=colour), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_acc"], name=f"{col} acc", line_color=colour, line_dash="dot"), 1, 2)
     fig.update_xaxes(type="log", title="step (0 drawn at 1)")
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
     for c in (1, 2):
         phase_shapes(fig, phases, 1, c)
     fig.update_layout(height=420, margin=dict(t=60))

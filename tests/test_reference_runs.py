@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import grokscope
+from tests.browser import CHROMIUM, rendered_dom, section_ticks
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = json.loads((Path(__file__).parent / "data" / "reference_logits.json").read_text())
@@ -82,3 +83,19 @@ def test_task_level_wrappers_on_the_final_checkpoint(mini_grok):
     g = grokscope.gradient_symmetricity(model, task)
     assert -1.0 <= g <= 1.0 and g != 0.0
     assert repr(task).startswith("ModularTask(a add b mod 59")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (.ci/run installs it)")
+def test_report_axes_read_as_a_reader_expects(mini_grok, tmp_path):
+    report = grokscope.write_report(grokscope.analyze(mini_grok, progress=False))
+    dom = rendered_dom(report, tmp_path)
+    counts = section_ticks(dom, "Sparsity in the Fourier basis", "y2tick")
+    assert counts and all(t.isdigit() for t in counts), counts  # '# key frequencies' ticks are integers
+    assert "µ</text>" not in dom and "100µ" not in dom  # loss ticks read 1e-4, not 100µ
+    spectrum = section_ticks(dom, "Logits in the 2D Fourier basis (final checkpoint)", "xtick")
+    assert "const" in spectrum and any(t.startswith("cos ") for t in spectrum), spectrum
+    weights = section_ticks(dom, "Progress measures (Nanda et al., Figure 6)", "y2tick")
+    values = [float(t.replace(",", "").replace("−", "-")) for t in weights if t]
+    assert values and all(v % 50 == 0 for v in values), weights  # round ticks on the weights axis
+    clock = section_ticks(dom, "Clock circles: number tokens in each key frequency's plane", "xtick")
+    assert clock  # the clock figure drew

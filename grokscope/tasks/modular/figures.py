@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from grokscope.figures import PHASE_LEGEND, Figure, loss_accuracy_figure, phase_shapes, spectrum_slider
+from grokscope.measures.fourier import fourier_basis
 from grokscope.measures.key_frequencies import explains
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
@@ -69,8 +70,9 @@ def progress_figures(a: Analysis) -> list[Figure]:
             fig.add_trace(go.Scatter(x=t["step"], y=t[col], name=name, line_dash=dash), secondary_y=False)
     fig.add_trace(go.Scatter(x=t["step"], y=t["sum_sq_weights"], name="sum of squared weights",
                              line_color="grey"), secondary_y=True)
-    fig.update_yaxes(type="log", title="loss", secondary_y=False)
-    fig.update_yaxes(title="sum of squared weights", secondary_y=True)
+    fig.update_yaxes(type="log", title="loss", exponentformat="e", secondary_y=False)
+    fig.update_yaxes(title="sum of squared weights", rangemode="tozero", tickmode="auto", nticks=6,
+                     showgrid=False, secondary_y=True)
     fig.update_xaxes(title="step")
     phase_shapes(fig, a.phases, log_x=False)
     fig.update_layout(height=420)
@@ -84,8 +86,12 @@ def progress_figures(a: Analysis) -> list[Figure]:
     fig.add_trace(go.Scatter(x=t["step"], y=t["gini_logit"], name="Gini of W_L spectrum"))
     fig.add_trace(go.Scatter(x=t["step"], y=t["n_key_freqs"], name="# key frequencies", yaxis="y2",
                              line_dash="dot"))
-    fig.update_layout(height=380, xaxis_title="step", yaxis_title="Gini",
-                      yaxis2=dict(overlaying="y", side="right", title="# key frequencies"))
+    fig.update_layout(height=380, xaxis_title="step", yaxis_title="Gini", margin=dict(r=90),
+                      yaxis2=dict(overlaying="y", side="right", title=dict(text="# key frequencies (neuron rule)",
+                                                                           standoff=12),
+                                  tickmode="linear", tick0=0, dtick=1, tickformat="d", rangemode="tozero",
+                                  showgrid=False),
+                      legend=dict(orientation="h", y=-0.25))
     phase_shapes(fig, a.phases, log_x=False)
     figs.append(Figure("Sparsity in the Fourier basis", "Gini coefficient of the per-frequency norms (k >= 1); it "
                  "jumps during cleanup, when the model sheds all but a few frequencies.", fig))
@@ -93,10 +99,57 @@ def progress_figures(a: Analysis) -> list[Figure]:
 
 
 
+def basis_names(p: int) -> list[str]:
+    """Tick labels of the Fourier basis rows: 'const', 'cos 1', 'sin 1', ..."""
+    return [n.replace("cos", "cos ").replace("sin", "sin ") for n in fourier_basis(p)[1]]
+
+
+def basis_ticks(p: int, most: int = 16) -> dict:
+    """Axis settings for a Fourier-basis axis: ticks at 'const' and at the cos row of every
+    few frequencies (at most `most` labels), so the labels read 'cos k'."""
+    names = basis_names(p)
+    every = max(1, -(-(p // 2) // (most - 1)))
+    vals = [names[0]] + [names[2 * k - 1] for k in range(1, p // 2 + 1) if (k - 1) % every == 0]
+    return dict(tickmode="array", tickvals=vals, ticktext=vals)
+
+
+def clock_figure(a: Analysis) -> Figure | None:
+    """Number tokens in the plane of each final key frequency, with a checkpoint slider."""
+    clock = a.tables.get("clock")
+    if clock is None or clock.empty:
+        return None
+    freqs = sorted(clock["k"].unique())
+    steps = sorted(clock["step"].unique())
+    by = {(s, k): g.sort_values("token") for (s, k), g in clock.groupby(["step", "k"])}
+    fig = make_subplots(rows=1, cols=len(freqs), subplot_titles=[f"k = {k}" for k in freqs])
+    last = steps[-1]
+    for i, k in enumerate(freqs):
+        g = by[(last, k)]
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="markers+text", text=g["token"].astype(str),
+                                 textposition="top center", textfont=dict(size=8),
+                                 marker=dict(color=g["token"], colorscale="Twilight", size=7), name=f"k={k}"),
+                      1, i + 1)
+        lim = float(np.abs(clock.loc[clock["k"] == k, ["x", "y"]].to_numpy()).max()) * 1.1 or 1.0
+        fig.update_xaxes(range=[-lim, lim], row=1, col=i + 1)
+        fig.update_yaxes(range=[-lim, lim], scaleanchor=f"x{'' if i == 0 else i + 1}", row=1, col=i + 1)
+    fig.update_layout(height=420, showlegend=False, sliders=[dict(
+        active=len(steps) - 1, currentvalue={"prefix": "step "}, pad={"t": 40},
+        steps=[dict(method="restyle", label=str(s), args=[{"x": [by[(s, k)]["x"].tolist() for k in freqs],
+                                                           "y": [by[(s, k)]["y"].tolist() for k in freqs]}])
+               for s in steps])])
+    return Figure("Clock circles: number tokens in each key frequency's plane",
+                  "Each number token's embedding (W_E, centred) projected onto the plane spanned by the W_E "
+                  "directions of cos k and sin k; a token a sits at angle w_k·a on a circle once the model "
+                  "represents k as a clock. Drag the slider through the checkpoints: the circles form mid-grok.", fig)
+
+
 def structure_figures(a: Analysis) -> list[Figure]:
     """Spectra of W_E and W_L with a checkpoint slider, the final neuron clusters, excluded
     loss per key frequency, the final attention grids and the logits' 2D spectrum."""
     figs = []
+    clock = clock_figure(a)
+    if clock is not None:
+        figs.append(clock)
     figs.append(Figure("Embedding spectrum across training",
                  "Norm of W_E (number tokens) along each frequency of the Fourier basis of Z_p, "
                  "sqrt(cos² + sin²); k = 0 is the constant direction. Drag the slider through the checkpoints "
@@ -129,40 +182,61 @@ def structure_figures(a: Analysis) -> list[Figure]:
         for k, g in ex.groupby("k"):
             fig.add_trace(go.Scatter(x=g["step"], y=g["excluded_loss"], name=f"k={k}"))
         fig.add_trace(go.Scatter(x=a.table["step"], y=a.table["train_loss"], name="train loss", line_color="black"))
-        fig.update_layout(height=380, xaxis_title="step", yaxis_type="log", yaxis_title="train loss with k removed")
+        fig.update_layout(height=380, xaxis_title="step", yaxis_type="log", yaxis_title="train loss with k removed",
+                          yaxis_exponentformat="e")
         figs.append(Figure("Excluded loss per key frequency", "Train loss after removing one key frequency's "
                      "cos(w(a±b)), sin(w(a±b)) directions from the logits.", fig))
 
+    names = basis_names(a.run.config.task.p)
     att = a.final.get("attention")
     if att is not None:
         n_heads = att.shape[1]
         titles = [f"head {h}: '=' → a" for h in range(n_heads)] + [f"head {h}: log10 |2D spectrum|" for h in range(n_heads)]
-        fig = make_subplots(rows=2, cols=n_heads, subplot_titles=titles, vertical_spacing=0.12)
+        fig = make_subplots(rows=2, cols=n_heads, subplot_titles=titles, vertical_spacing=0.2)
         spec = a.final["attention_spectrum"]
         for h in range(n_heads):
             fig.add_trace(go.Heatmap(z=att[0, h], coloraxis="coloraxis"), 1, h + 1)
-            fig.add_trace(go.Heatmap(z=np.log10(np.abs(spec[0, h]) + 1e-6), coloraxis="coloraxis2"), 2, h + 1)
-        fig.update_layout(height=620, coloraxis=dict(colorscale="Viridis", colorbar=dict(x=1.02, len=0.45, y=0.78)),
-                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.45, y=0.22, title="log10")))
-        fig.update_xaxes(title="b")
+            fig.add_trace(go.Heatmap(z=np.log10(np.abs(spec[0, h]) + 1e-6), x=names, y=names,
+                                     coloraxis="coloraxis2"), 2, h + 1)
+        fig.update_layout(height=700, coloraxis=dict(colorscale="Viridis", colorbar=dict(x=1.02, len=0.4, y=0.8)),
+                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.4, y=0.2, title="log10")))
+        fig.update_xaxes(title=dict(text="b", standoff=2), row=1)
         fig.update_yaxes(title="a", row=1)
+        fig.update_xaxes(title="b basis vector", row=2, **basis_ticks(len(names)))
+        fig.update_yaxes(title="a basis vector", row=2, **basis_ticks(len(names)))
         figs.append(Figure("Attention from '=' over the (a, b) grid (final checkpoint)",
                      "Top: attention weight from the '=' query to the a token, for every input (a, b). Bottom: its "
                      "2D Fourier transform (rows: a's basis vector, columns: b's).", fig))
     scores = a.final.get("fourier_attention_scores")
     if scores is not None:
-        fig = go.Figure(go.Heatmap(z=scores, colorscale="RdBu", zmid=0, y=[f"head {h}" for h in range(len(scores))]))
-        fig.update_layout(height=300, xaxis_title="Fourier basis vector (const, cos1, sin1, ...)")
+        fig = go.Figure(go.Heatmap(z=scores, x=names, colorscale="RdBu", zmid=0,
+                                   y=[f"head {h}" for h in range(len(scores))]))
+        fig.update_layout(height=300, xaxis_title="Fourier basis vector of the key token")
+        fig.update_xaxes(**basis_ticks(len(names)))
         figs.append(Figure("Attention scores in the Fourier basis", "B · W_E · W_K · W_Q · (W_E[=] + W_pos[2]): how "
                      "much each Fourier component of a key token's embedding scores against the '=' query.", fig))
     logit_spec = a.final.get("logit_spectrum")
     if logit_spec is not None:
-        fig = go.Figure(go.Heatmap(z=np.log10(logit_spec + 1e-9), colorscale="Viridis",
+        fig = go.Figure(go.Heatmap(z=np.log10(logit_spec + 1e-9), x=names, y=names, colorscale="Viridis",
                                    colorbar=dict(title="log10 norm")))
-        fig.update_layout(height=520, width=620, xaxis_title="b basis vector", yaxis_title="a basis vector")
+        fig.update_layout(height=560, width=660, xaxis_title="b basis vector", yaxis_title="a basis vector")
+        fig.update_xaxes(**basis_ticks(len(names)))
+        fig.update_yaxes(**basis_ticks(len(names)))
         figs.append(Figure("Logits in the 2D Fourier basis (final checkpoint)", "Norm over output classes of B·L·Bᵀ; "
                      "an additive circuit lives on the diagonal cos/sin pairs of its key frequencies.", fig))
     return figs
+
+
+def clock_or_pizza(table) -> str:
+    """A verdict from the last checkpoint's gradient symmetricity (GS) and distance
+    irrelevance (DI), with the thresholds it uses (0.5 on each; Zhong et al. give no cut-off)."""
+    last = table.iloc[-1]
+    gs, di = last.get("gradient_symmetricity"), last.get("distance_irrelevance")
+    if gs is None or di is None or gs != gs or di != di:
+        return "no verdict (the measures need an a ± b op and an odd p)."
+    kind = ("pizza-like" if gs > 0.5 and di < 0.5 else "clock-like" if gs <= 0.5 and di >= 0.5
+            else "mixed (the two measures disagree)")
+    return f"GS {gs:.2f}, DI {di:.2f}: {kind} (pizza: GS > 0.5 and DI < 0.5; clock: the reverse)."
 
 
 def mechanism_figures(a: Analysis) -> list[Figure]:
@@ -174,14 +248,14 @@ def mechanism_figures(a: Analysis) -> list[Figure]:
     fig.add_trace(go.Scatter(x=t["step"], y=t["distance_irrelevance"], name="distance irrelevance"), 1, 1)
     table = a.final.get("distance_table")
     if table is not None:
-        fig.add_trace(go.Heatmap(z=table, colorscale="Viridis", showscale=False), 1, 2)
+        fig.add_trace(go.Heatmap(z=table, colorscale="Viridis", colorbar=dict(title="correct logit", x=1.02)), 1, 2)
         fig.update_xaxes(title="(a − b) mod p", row=1, col=2)
         fig.update_yaxes(title="(a + b) mod p", row=1, col=2)
     fig.update_xaxes(title="step", row=1, col=1)
-    fig.update_layout(height=420)
+    fig.update_layout(height=440, legend=dict(orientation="h", y=-0.25))
     figs.append(Figure("Clock or pizza? (Zhong et al.)", "High gradient symmetricity and low distance irrelevance "
                  "point to a pizza; a clock has the reverse. The table holds the correct-class logit by "
-                 "(a+b, a−b).", fig))
+                 f"(a+b, a−b). Final checkpoint: {clock_or_pizza(t)}", fig))
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=t["step"], y=t["softmax_collapse"], name="softmax sum exactly 1"))

@@ -17,6 +17,8 @@ share that forward through `ctx.cached`. In table-column order:
 - `SoftmaxCollapseMeasure`: exact float32 softmax saturation on the train split.
 - `AttentionMeasure` (final only): attention from `=` over the (a, b) grid, its 2D
   spectrum, and the attention scores in the Fourier basis.
+- `ClockEmbedding`: every number token's embedding in the plane of each final key
+  frequency (clock.csv), to watch the circles form across checkpoints.
 
 The Fourier measures of logits (restricted/excluded loss, trig fit, distance
 irrelevance) assume the answer is a function of a ± b: they are computed for `add` and
@@ -33,7 +35,7 @@ from torch import Tensor
 from grokscope.measures.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
 from grokscope.measures.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
 from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
-from grokscope.measures.fourier import embedding_spectrum, fourier_2d, neuron_logit_spectrum
+from grokscope.measures.fourier import embedding_spectrum, fourier_2d, fourier_basis, neuron_logit_spectrum
 from grokscope.measures.key_frequencies import (
     KeyFrequencySet,
     explaining_key_frequencies,
@@ -269,7 +271,49 @@ class AttentionMeasure(Measure):
                                      "fourier_attention_scores": fourier_attention_scores(ctx.model, p).numpy()})
 
 
+def clock_coordinates(W_E: Tensor, p: int, k: int) -> tuple[Tensor, float]:
+    """Number tokens' embeddings W_E[:p] in the plane of frequency k: ((p, 2) coordinates, share).
+
+    With C = B · W_E[:p] (Fourier coordinates, rows cos k / sin k of `fourier_basis`), the
+    plane is spanned by C[cos k] and C[sin k] (orthonormalised in d_model); each token's
+    centred embedding is projected onto it. A token a then sits near r·(cos w_k a, sin w_k a),
+    up to a rotation and a shear, once the model represents frequency k as a clock. `share`:
+    the fraction of the centred embeddings' variance that lies in the plane.
+    """
+    basis, _ = fourier_basis(p, dtype=torch.float64)
+    E = W_E[:p].detach().double()
+    E = E - E.mean(dim=0, keepdim=True)
+    rows = [2 * k - 1] + ([2 * k] if 2 * k < p else [])
+    plane, _ = torch.linalg.qr((basis[rows] @ E).T)  # (d_model, 1 or 2), orthonormal columns
+    coords = E @ plane
+    if coords.shape[1] == 1:
+        coords = torch.cat([coords, torch.zeros_like(coords)], dim=1)
+    total = E.square().sum()
+    return coords, float(coords.square().sum() / total) if total > 0 else 0.0
+
+
+class ClockEmbedding(Measure):
+    """Table clock (k, token, x, y, share): each number token in the plane of each final key
+    frequency (`clock_coordinates`), at every checkpoint."""
+
+    name = "clock_embedding"
+
+    def setup(self, ctx: CheckpointContext) -> list[int]:
+        self.freqs = _freqs(final_key_frequencies(ctx))
+        return self.freqs
+
+    @torch.no_grad()
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        p = ctx.task.p
+        parts = []
+        for k in self.freqs:
+            coords, share = clock_coordinates(ctx.model.W_E, p, k)
+            parts.append(pd.DataFrame({"k": k, "token": np.arange(p), "x": coords[:, 0].numpy(),
+                                       "y": coords[:, 1].numpy(), "share": share}))
+        return Measured(tables={"clock": pd.concat(parts, ignore_index=True)} if parts else {})
+
+
 def modular_measures() -> list[Measure]:
     """Fresh instances of every modular measure, in table-column order."""
     return [ModularLossAccuracy(), KeyFrequencyMeasure(), FourierSpectra(), WeightNormMeasure(), ProgressMeasures(),
-            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure()]
+            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding()]
