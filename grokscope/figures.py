@@ -82,7 +82,11 @@ PHASE_DOC = """Phases are detected from the curves, not set by hand: <b>memorisa
 first checkpoint with train accuracy >= 99%; the <b>grok step</b> is the first with test accuracy
 >= 99%; <b>cleanup</b> spans the fall of the (running-median smoothed, log10) test loss from its
 peak after memorisation to its minimum, from 10% to 90% of that drop (a drop of at least one decade
-is required). Circuit formation is the plateau between memorisation and cleanup."""
+is required). Circuit formation is the plateau between memorisation and cleanup. The grok step can
+come after the cleanup band: cleanup follows the test loss, while test accuracy passes 99% only
+when the last hard pairs flip. A run <b>grokked</b> when test accuracy reaches 99% at least 3x later
+than train accuracy did and holds to the end (Power et al.'s delayed generalisation); a run whose
+train and test accuracy rise together generalised without grokking."""
 
 
 def loss_accuracy_figure(table: pd.DataFrame, phases: Phases) -> Figure:

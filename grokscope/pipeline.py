@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from grokscope.measures.base import CheckpointContext, Measure
-from grokscope.measures.phases import Phases, detect_phases
+from grokscope.measures.phases import Phases, Transition, classify_transition, detect_phases
 from grokscope.checkpoints import atomic_write_bytes, load_checkpoint
 from grokscope.constants import (
     ANALYSIS_DIRNAME,
@@ -95,6 +95,11 @@ class Analysis:
     def measure_meta(self, name: str) -> dict[str, Any]:
         """The final meta one measure recorded (empty if it recorded none)."""
         return self.meta.get("measures", {}).get(name, {})
+
+    @property
+    def transition(self) -> Transition:
+        """Whether the run grokked, generalised without grokking, ... (`classify_transition`)."""
+        return classify_transition(self.table["step"], self.table["train_acc"], self.table["test_acc"])
 
     @property
     def spectra(self) -> pd.DataFrame:
@@ -285,6 +290,8 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
     if table.empty:
         raise ConfigError(f"no readable checkpoint in {run.path}")
     phases = detect_phases(table["step"], table["train_acc"], table["test_acc"], table["test_loss"])
+    transition = classify_transition(table["step"], table["train_acc"], table["test_acc"])
+    base_meta["transition"] = {**transition.__dict__, "description": transition.describe()}
     meta = save(table, tables, phases)
     tables.update(final_tables)
     return Analysis(run=run, table=table, tables=tables, final=final_arrays, phases=phases, meta=meta,

@@ -94,6 +94,7 @@ def run_summary_rows(a: Analysis) -> list[tuple[str, str]]:
         ("optimiser", f"AdamW lr {tr.lr:g} ({tr.lr_schedule}), weight decay {tr.weight_decay:g}, "
                       f"betas ({tr.beta1:g}, {tr.beta2:g}), batch {tr.batch_size or 'full'}, {tr.epochs:,} steps"),
         ("checkpoints analysed", f"{len(a.table)} (steps {int(steps.min())}–{int(steps.max()):,})"),
+        ("transition", a.transition.describe()),
         *spec.summary(a),
     ]
     if a.skipped:

@@ -24,10 +24,11 @@ from plotly.subplots import make_subplots
 from grokscope.pipeline import analyze
 from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
-from grokscope.errors import ConfigError
+from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.figures import Figure
 from grokscope.report import escape_html as esc
 from grokscope.report import render_page, write_plotly_js, write_report
+from grokscope.run import load_run
 from grokscope.sweep import format_value, grokked, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
@@ -122,7 +123,7 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
                                           arrayminus=s["mean_test_acc"] - s["min_test_acc"], color="black"),
                              hovertext=s["config"], marker=dict(size=7, color="black", symbol="diamond")), 1, 1)
     fig.add_trace(go.Scatter(x=s["params"], y=s["frac_grokked"], mode="markers+text", name="fraction grokked",
-                             text=[f"{r.grokked}/{r.done}" for r in s.itertuples()], textposition="top center",
+                             text=[f"{r.grokked}/{r.done}" for r in s.itertuples()], textposition="middle right",
                              error_y=dict(type="data", symmetric=False, array=s["frac_grokked_hi"] - s["frac_grokked"],
                                           arrayminus=s["frac_grokked"] - s["frac_grokked_lo"], color="black"),
                              hovertext=s["config"], marker=dict(size=11, color="black"), showlegend=False), 1, 2)
@@ -136,8 +137,8 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
     figs.append(Figure("Final accuracy against parameter count",
                  "Left: every run (one marker per seed, colour = configuration); black diamonds: mean over seeds, "
                  "bar from the worst to the best seed. Right: per configuration, the fraction of seeds whose final "
-                 "test accuracy is >= 0.99 (labels: grokked/runs), with its 95% Wilson score interval — with "
-                 "3 seeds, 0/3 still allows a true rate up to 0.56.", fig))
+                 "test accuracy is >= 0.99 (labels: grokked/runs), with its 95% Wilson score interval"
+                 f"{_interval_example(summary)}", fig))
 
     if variables:
         # three kinds of run: held >= 0.99 to the end, reached it and fell back, never reached it
@@ -156,12 +157,54 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
             # categories in value order (4, 8, 16), not in the order the runs happen to come
             order = [str(v) for v in sorted(done[var].unique(), key=_sort_key)]
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, title=var, row=1, col=i)
-        fig.update_yaxes(title="grok step (first test acc >= 0.99)", row=1, col=1)
+        fig.update_yaxes(title="grok step (first test acc >= 0.99)", rangemode="tozero", row=1, col=1)
         fig.update_layout(height=440, margin=dict(t=60))
         figs.append(Figure("Grok step against each swept variable",
                      "First logged step with test accuracy >= 0.99, every run. Open diamonds reached 0.99 but "
                      "ended below it (unstable training); crosses never got there.", fig))
     return figs
+
+
+def _interval_example(summary: pd.DataFrame) -> str:
+    """A caption clause showing how wide the interval of 0/n is, for this sweep's seed count."""
+    if summary.empty or summary["done"].max() < 1:
+        return "."
+    n = int(summary["done"].max())
+    return f" — with {n} seed{'s' if n != 1 else ''}, 0/{n} still allows a true rate up to {wilson_interval(0, n)[1]:.2f}."
+
+
+def curves_figure(sweep_dir: Path, table: pd.DataFrame) -> Figure | None:
+    """Train and test accuracy of every finished run over training, overlaid, one colour per
+    configuration (from each run's metrics.jsonl)."""
+    done = table[table["status"] == "done"]
+    if done.empty:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("train accuracy", "test accuracy"), shared_yaxes=True)
+    palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880"]
+    colours = {c: palette[i % len(palette)] for i, c in enumerate(dict.fromkeys(done["config"]))}
+    for row in done.itertuples():
+        try:
+            m = load_run(sweep_dir / row.name).metrics
+        except GrokscopeError:
+            continue
+        if m.empty:
+            continue
+        for col, metric in ((1, "train_acc"), (2, "test_acc")):
+            fig.add_trace(go.Scatter(x=m["step"], y=m[metric], mode="lines", name=row.config, legendgroup=row.config,
+                                     showlegend=col == 1 and row.config not in fig_names(fig),
+                                     line=dict(color=colours[row.config], width=1), opacity=0.7,
+                                     hovertext=row.name), 1, col)
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="accuracy", range=[-0.02, 1.05], row=1, col=1)
+    fig.update_layout(height=460, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+    return Figure("Every run's accuracy over training", "Train (left) and test (right) accuracy of each finished "
+                  "run, one line per seed, coloured by configuration: memorisation shows as train rising before "
+                  "test, a grok as the test line's late jump.", fig)
+
+
+def fig_names(fig: go.Figure) -> set[str]:
+    """Names already shown in a figure's legend."""
+    return {t.name for t in fig.data if t.showlegend}
 
 
 def _sort_key(v) -> tuple:
@@ -237,8 +280,12 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     atomic_write_bytes(sweep_dir / SWEEP_SUMMARY_FILENAME, summary.to_csv(index=False).encode())
     atomic_write_bytes(sweep_dir / SWEEP_RUNS_FILENAME, table.drop(columns=["report"]).to_csv(index=False).encode())
     summary_html, runs_html = _summary_html(spec, table, summary)
-    html_text = render_page(f"grokscope sweep: {spec.get('name', sweep_dir.name)}", summary_html,
-                            _figures(table, summary, variables), footer_html=runs_html)
+    figures = _figures(table, summary, variables)
+    curves = curves_figure(sweep_dir, table)
+    if curves is not None:
+        figures.append(curves)
+    html_text = render_page(f"grokscope sweep: {spec.get('name', sweep_dir.name)}", summary_html, figures,
+                            footer_html=runs_html)
     path = sweep_dir / REPORT_FILENAME
     atomic_write_bytes(path, html_text.encode("utf-8"))
     return path

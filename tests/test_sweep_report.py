@@ -54,7 +54,8 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     shutil.copytree(out, work)
     path = write_sweep_report(work, analyze_runs=True, progress=False)
     text = path.read_text()
-    assert 'data-figures-expected="2"' in text
+    assert 'data-figures-expected="3"' in text
+    assert "Every run&#x27;s accuracy over training" in text  # the overlaid curves of every run
     assert 'href="p=11,n_heads=2/report.html"' in text and (work / "p=11,n_heads=2" / "report.html").exists()
     # the runs' reports share one plotly.js beside them instead of inlining ~5 MB each
     run_report = (work / "p=11,n_heads=2" / "report.html").read_text()

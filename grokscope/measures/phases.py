@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["Phases", "detect_phases", "running_median"]
+__all__ = ["Phases", "Transition", "classify_transition", "detect_phases", "running_median"]
 
 ArrayLike = Sequence | np.ndarray | Tensor
 
@@ -135,3 +135,78 @@ def detect_phases(
         cleanup_end=_step(st, end),
         grok_step=_step(st, grok),
     )
+
+
+GROK_DELAY = 3.0  # Power et al.'s delayed generalisation: test catches up at least 3x later
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What kind of transition a run shows (see `classify_transition`).
+
+    ``kind``: "grokked", "generalised without grokking", "generalised, then fell back",
+    "memorised without generalising" or "did not fit the training set".
+    ``memorised_at`` (t_m) / ``generalised_at`` (t_g): first steps with train / test accuracy
+    >= threshold; ``delay_ratio`` t_g / t_m; ``held``: test accuracy still >= threshold at the
+    last checkpoint; ``largest_jump``: (step, rise) of the biggest rise of test accuracy
+    between two consecutive checkpoints (a sudden transition shows here).
+    """
+
+    kind: str
+    memorised_at: int | float | None
+    generalised_at: int | float | None
+    delay_ratio: float | None
+    held: bool
+    largest_jump: tuple[int | float, float] | None
+
+    def describe(self) -> str:
+        """One sentence for reports: the kind, with the steps and ratio that decided it."""
+        fmt = lambda v: f"{int(v):,}"  # noqa: E731
+        if self.kind == "grokked":
+            return (f"grokked: train accuracy >= 0.99 at step {fmt(self.memorised_at)}, test at "
+                    f"{fmt(self.generalised_at)} ({self.delay_ratio:.1f}x later) and held to the end")
+        if self.kind == "generalised without grokking":
+            ratio = f"{self.delay_ratio:.1f}x" if self.delay_ratio is not None else "no delay"
+            text = (f"generalised without grokking: test accuracy >= 0.99 at step {fmt(self.generalised_at)}, "
+                    f"{ratio} after train (grokking needs >= {GROK_DELAY:g}x)")
+        elif self.kind == "generalised, then fell back":
+            text = f"reached test accuracy >= 0.99 at step {fmt(self.generalised_at)} but ended below it"
+        elif self.kind == "memorised without generalising":
+            text = f"memorised (train accuracy >= 0.99 at step {fmt(self.memorised_at)}) without generalising"
+        else:
+            text = "did not fit the training set"
+        if self.largest_jump is not None and self.largest_jump[1] >= 0.2:
+            text += f"; test accuracy jumped by {self.largest_jump[1]:.2f} just before step {fmt(self.largest_jump[0])}"
+        return text
+
+
+def classify_transition(steps: ArrayLike, train_acc: ArrayLike, test_acc: ArrayLike, *,
+                        threshold: float = 0.99, min_delay: float = GROK_DELAY) -> Transition:
+    """Say whether a run grokked: train accuracy >= `threshold` at t_m, test accuracy at t_g,
+    test still >= `threshold` at the end, and t_g / t_m >= `min_delay` (delayed generalisation,
+    Power et al.). Runs that learn train and test together "generalised without grokking"
+    (e.g. a streamed task with no memorisation phase: its jump is a sudden transition, which
+    `largest_jump` locates). Curves per checkpoint, aligned with increasing ``steps``.
+    """
+    st, tr, te = _as_array(steps), _as_array(train_acc), _as_array(test_acc)
+    with np.errstate(invalid="ignore"):
+        mem, gen = _first(tr >= threshold), _first(te >= threshold)
+        held = bool(len(te) and te[-1] >= threshold)
+    t_m, t_g = _step(st, mem), _step(st, gen)
+    ratio = (float(t_g) / float(t_m)) if (t_m is not None and t_g is not None and t_m > 0) else None
+    jump = None
+    if len(te) > 1 and np.any(~np.isnan(np.diff(te))):
+        i = int(np.nanargmax(np.diff(te)))
+        jump = (_step(st, i + 1), float(te[i + 1] - te[i]))
+    if t_g is not None and not held:
+        kind = "generalised, then fell back"
+    elif t_g is not None and ratio is not None and ratio >= min_delay:
+        kind = "grokked"
+    elif t_g is not None:
+        kind = "generalised without grokking"
+    elif t_m is not None:
+        kind = "memorised without generalising"
+    else:
+        kind = "did not fit the training set"
+    return Transition(kind=kind, memorised_at=t_m, generalised_at=t_g, delay_ratio=ratio, held=held,
+                      largest_jump=jump)

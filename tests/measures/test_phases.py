@@ -72,3 +72,25 @@ def test_running_median():
     np.testing.assert_array_equal(running_median(x, 3), np.ones(6))
     with pytest.raises(ValueError):
         running_median(x, 4)
+
+
+# --- the kind of transition ----------------------------------------------------------------
+
+from grokscope.measures.phases import classify_transition  # noqa: E402
+
+
+def test_classify_transition_known_cases():
+    steps = [0, 100, 200, 300, 400, 500, 600, 700]
+    grok = classify_transition(steps, [0.1, 1, 1, 1, 1, 1, 1, 1], [0.0, 0.1, 0.1, 0.2, 1, 1, 1, 1])
+    assert grok.kind == "grokked" and (grok.memorised_at, grok.generalised_at) == (100, 400)
+    assert grok.delay_ratio == 4.0 and grok.held and grok.largest_jump == (400, 0.8)
+    assert "4.0x later" in grok.describe()
+    together = classify_transition(steps, [0.1, 0.5, 1, 1, 1, 1, 1, 1], [0.1, 0.5, 1, 1, 1, 1, 1, 1])
+    assert together.kind == "generalised without grokking" and together.delay_ratio == 1.0
+    short = classify_transition(steps, [0.1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1])  # 2x < 3x
+    assert short.kind == "generalised without grokking"
+    fell = classify_transition(steps, [0.1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0.5, 0.6])
+    assert fell.kind == "generalised, then fell back" and not fell.held
+    memo = classify_transition(steps, [0.1, 1, 1, 1, 1, 1, 1, 1], [0.1] * 8)
+    assert memo.kind == "memorised without generalising" and memo.generalised_at is None
+    assert classify_transition(steps, [0.1] * 8, [0.1] * 8).kind == "did not fit the training set"

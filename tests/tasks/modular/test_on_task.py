@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import grokscope
-from grokscope.measures import progress
+from grokscope.measures import clock_pizza, progress
 from grokscope.measures.common import all_pairs_logits
 from grokscope.config import ModelConfig, TaskConfig
 from grokscope.errors import ConfigError
@@ -27,10 +27,17 @@ def test_wrappers_match_tensor_functions(model_and_task):
         progress.restricted_loss(logits, task.labels, freqs, task.test_idx, b_sign=-1))
     assert grokscope.excluded_loss(model, task, freqs) == pytest.approx(
         progress.excluded_loss(logits, task.labels, freqs, task.train_idx, b_sign=-1))
-    assert grokscope.trig_fit(model, task, freqs).shape == (2,)
+    torch.testing.assert_close(grokscope.trig_fit(model, task, freqs), progress.trig_fit(logits, freqs, b_sign=-1))
+    torch.testing.assert_close(grokscope.excluded_loss_per_frequency(model, task, freqs),
+                               progress.excluded_loss_per_frequency(logits, task.labels, task.train_idx, freqs,
+                                                                    b_sign=-1))
     kf = grokscope.key_frequencies(model, task)
-    assert all(1 <= k <= 6 for k in kf.freqs)
+    assert kf.neuron_freq.shape == (32,) and len(kf.freqs) == len(kf.counts)  # (an untrained model: may be empty)
     assert grokscope.embedding_spectrum(model, task.p).shape == (7,)
+    assert grokscope.distance_irrelevance(model, task) == pytest.approx(
+        clock_pizza.distance_irrelevance(logits, task.labels))
+    assert grokscope.gradient_symmetricity(model, task) == pytest.approx(
+        clock_pizza.gradient_symmetricity(model, task.p))
 
 
 def test_ops_without_fourier_form_are_refused():
