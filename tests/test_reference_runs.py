@@ -62,6 +62,9 @@ def test_progress_measures_give_numbers_on_a_grokked_run(mini_grok):
     assert first_below("restricted_loss") < first_below("test_loss") / 2
     html = grokscope.write_report(a).read_text()
     assert "16 (by logit share)" in html and "they explain the model" in html
+    assert "Neuron activations over (a, b) at the final checkpoint" in html and "Clock circles" in html
+    assert "grokked: train accuracy &gt;= 0.99 at step 250, test at 2,125 (8.5x later)" in html
+    assert a.final["neuron_maps"].shape == (8, 59, 59)  # two neurons for each of the four frequencies
     # the Fourier spectra sparsify through the grok (Gini rises)
     assert t["gini_embed"].iloc[-1] > t["gini_embed"].iloc[0] + 0.2
     assert t["gini_logit"].iloc[-1] > t["gini_logit"].iloc[0] + 0.2

@@ -67,6 +67,9 @@ def test_adder_report_has_its_own_figures(adder_report):
                     "Digit embeddings in the Fourier basis of Z_10", "Token embeddings across training (PCA)"):
         assert heading in text
     assert "<th>parameters</th><td>777</td>" in text
+    # a streamed task has no memorisation phase: the report says it generalised without grokking
+    assert "<th>transition</th><td>generalised without grokking" in text
+    assert "curriculum stage changes" in text
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (.ci/run installs it)")

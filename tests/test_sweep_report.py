@@ -80,7 +80,7 @@ def test_sweep_report_draws_in_headless_chromium(tiny_sweep, tmp_path):
     work = tmp_path / "rep"
     shutil.copytree(tiny_sweep[0], work)
     attrs = body_attributes_in_chromium(write_sweep_report(work, progress=False), tmp_path)
-    assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "2"
+    assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "3"
 
 
 def test_a_run_that_reached_099_and_fell_back_has_not_grokked():

@@ -19,6 +19,19 @@ if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figu
     from grokscope.pipeline import Analysis
 
 
+LABEL_POSITIONS = {"+": "bottom left", "=": "bottom right", "PAD": "middle left", "EOS": "middle right"}
+
+
+def curriculum_boundaries(a: Analysis) -> list[int]:
+    """Steps where a curriculum stage ends and the next (longer operands) begins."""
+    ends, total = [], 0
+    for _, _, steps in a.run.task.stages[:-1]:
+        total += steps
+        ends.append(total)
+    last = int(a.table["step"].max()) if len(a.table) else 0
+    return [e for e in ends if e < last]
+
+
 def addition_summary(a: Analysis) -> list[tuple[str, str]]:
     """Outcome rows of the summary table: final exact match and when it first reached 99%."""
     last = a.table.iloc[-1]
@@ -39,15 +52,19 @@ def addition_figures(a: Analysis) -> list[Figure]:
         fig.add_trace(go.Scatter(x=t["step"], y=t[f"{col}_loss"], name=f"{col} loss", line_color=colour), 1, 1)
     fig.add_trace(go.Scatter(x=t["step"], y=t["exact_match"], name="exact match (teacher-forced)"), 1, 2)
     fig.add_trace(go.Scatter(x=t["step"], y=t["token_acc"], name="answer-token accuracy", line_dash="dot"), 1, 2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
     fig.update_xaxes(title="step")
     if a.phases.grok_step is not None:
         for c in (1, 2):
             fig.add_vline(x=a.phases.grok_step, line_dash="dash", line_color="black", row=1, col=c)
+    for boundary in curriculum_boundaries(a):  # the loss jumps where longer numbers start
+        for c in (1, 2):
+            fig.add_vline(x=boundary, line_dash="dot", line_color="grey", row=1, col=c)
     fig.update_layout(height=420)
     figs.append(Figure("Loss and exact match", "Exact match of all answer tokens on a fixed held-out set of 10-digit "
                  "pairs (teacher-forced argmax, which equals greedy decoding when every token is right). Dashed: "
-                 "first step with exact match >= 99%. `grokscope verify` decodes autoregressively.", fig))
+                 "first step with exact match >= 99%; dotted: curriculum stage changes (longer operands from "
+                 "there on). `grokscope verify` decodes autoregressively.", fig))
 
     digit_cols = [c for c in t.columns if c.startswith("digit") and c.endswith("_acc")] + ["eos_acc"]
     labels = [c.replace("_acc", "").replace("digit", "d") for c in digit_cols]
@@ -87,8 +104,10 @@ def addition_figures(a: Analysis) -> list[Figure]:
         steps = sorted(pca["step"].unique())
         by_step = {s: g.sort_values("token_id") for s, g in pca.groupby("step")}
         last = by_step[steps[-1]]
+        # the non-digit tokens sit close together: spread their labels around their markers
         fig = go.Figure(go.Scatter(x=last["pc1"], y=last["pc2"], mode="markers+text", text=last["token"].astype(str),
-                                   textposition="top center", marker_size=10))
+                                   textposition=[LABEL_POSITIONS.get(t, "top center") for t in last["token"]],
+                                   marker_size=10))
         lim = float(np.nanmax(np.abs(pca[["pc1", "pc2"]].to_numpy()))) * 1.1
         fig.update_layout(
             height=520, width=640, xaxis=dict(range=[-lim, lim], title="PC1 (final checkpoint)"),

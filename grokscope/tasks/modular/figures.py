@@ -143,6 +143,29 @@ def clock_figure(a: Analysis) -> Figure | None:
                   "represents k as a clock. Drag the slider through the checkpoints: the circles form mid-grok.", fig)
 
 
+def neuron_map_figure(a: Analysis) -> Figure | None:
+    """(a, b) activation maps of the two neurons most tuned to each final key frequency."""
+    maps = a.final.get("neuron_maps")
+    picks = a.measure_meta("key_frequencies").get("neuron_maps", [])
+    if maps is None or not picks:
+        return None
+    cols = 4
+    rows = -(-len(picks) // cols)
+    titles = [f"k={m['k']}: neuron {m['neuron']} ({m['fraction']:.2f} in k)" for m in picks]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05,
+                        vertical_spacing=0.12 if rows > 1 else 0.1)
+    for j, grid in enumerate(maps):
+        fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), j // cols + 1, j % cols + 1)
+    fig.update_layout(height=260 * rows + 60, coloraxis=dict(colorscale="Viridis", colorbar=dict(title="post")),
+                      margin=dict(t=60))
+    fig.update_xaxes(title=dict(text="b", standoff=2))
+    fig.update_yaxes(title=dict(text="a", standoff=2))
+    return Figure("Neuron activations over (a, b) at the final checkpoint",
+                  "MLP activation (hook_post at '=') of the two neurons with the largest share of their variance "
+                  "in each key frequency, over every input (a, b): a neuron of frequency k is periodic in a and b "
+                  "with period p / k.", fig)
+
+
 def structure_figures(a: Analysis) -> list[Figure]:
     """Spectra of W_E and W_L with a checkpoint slider, the final neuron clusters, excluded
     loss per key frequency, the final attention grids and the logits' 2D spectrum."""
@@ -175,6 +198,10 @@ def structure_figures(a: Analysis) -> list[Figure]:
                      f"Each MLP neuron's activation over the (a, b) grid, 2D Fourier-transformed; its frequency is "
                      f"the k with the largest share of variance, and it is clustered when that share is >= 0.85. "
                      f"{unclustered} of {len(a.neurons)} neurons are unclustered.", fig))
+
+    maps = neuron_map_figure(a)
+    if maps is not None:
+        figs.append(maps)
 
     if a.spectra["excluded_loss"].notna().any():
         ex = a.spectra.dropna(subset=["excluded_loss"])

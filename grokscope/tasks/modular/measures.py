@@ -155,8 +155,19 @@ class KeyFrequencyMeasure(Measure):
         meta = {"freqs": kf.freqs, "sources": {str(k): v for k, v in kf.sources.items()},
                 "neuron_freqs": n.freqs, "restricted_loss": kf.restricted_loss, "full_loss": kf.full_loss,
                 "logit_share": [round(float(x), 6) for x in kf.logit_share.tolist()]}
-        return FinalMeasured(tables={"neurons": neurons}, arrays={"logit_frequency_share": kf.logit_share.numpy()},
-                             meta=meta)
+        arrays = {"logit_frequency_share": kf.logit_share.numpy()}
+        post = hooked_forward(ctx).mlp_post
+        if post is not None and kf.freqs:
+            # the two neurons most purely tuned to each key frequency, as (a, b) activation maps
+            picks = []
+            for k in kf.freqs:
+                order = torch.argsort(n.fractions[:, k - 1], descending=True, stable=True)[:2]
+                picks += [(k, int(i)) for i in order]
+            p = ctx.task.p
+            arrays["neuron_maps"] = torch.stack([post[:, i].reshape(p, p) for _, i in picks]).numpy()
+            meta["neuron_maps"] = [{"k": k, "neuron": i, "fraction": round(float(n.fractions[i, k - 1]), 4)}
+                                   for k, i in picks]
+        return FinalMeasured(tables={"neurons": neurons}, arrays=arrays, meta=meta)
 
 
 class FourierSpectra(Measure):
