@@ -26,6 +26,7 @@ from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
 from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.figures import Figure
+from grokscope.measures.phases import classify_transition
 from grokscope.report import escape_html as esc
 from grokscope.report import render_page, write_plotly_js, write_report
 from grokscope.run import load_run
@@ -68,6 +69,7 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
         config_label = ",".join(f"{k}={format_value(v)}" for k, v in p["values"].items() if k not in SEED_FIELDS)
         rows.append({
             "name": p["name"], **p["values"], "status": s.get("status", "pending"), "error": s.get("error"),
+            "transition": run_transition(sweep_dir / p["name"]) if s.get("status") == "done" else None,
             "params": s.get("params"), "train_acc": final.get("train_acc"), "test_acc": final.get("test_acc"),
             "test_loss": final.get("test_loss"), "epochs": final.get("step"), "grok_step": s.get("grok_step"),
             "config": config_label or "all",
@@ -75,6 +77,18 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
             if (sweep_dir / p["name"] / REPORT_FILENAME).exists() else None,
         })
     return pd.DataFrame(rows)
+
+
+def run_transition(run_dir: Path) -> str | None:
+    """The kind of transition a finished run shows, in the run report's words
+    (`grokscope.measures.phases.classify_transition` on its logged metrics)."""
+    try:
+        m = load_run(run_dir).metrics
+    except GrokscopeError:
+        return None
+    if m.empty or not {"train_acc", "test_acc"} <= set(m.columns):
+        return None
+    return classify_transition(m["step"], m["train_acc"], m["test_acc"]).kind
 
 
 def summary_by_config(table: pd.DataFrame) -> pd.DataFrame:
@@ -242,9 +256,11 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
         link = f'<a href="{esc(r["report"])}">report</a>' if r["report"] else "no report yet"
         err = f' <span style="color:#b00">{esc(r["error"])}</span>' if r["error"] else ""
         run_rows.append(f"<tr><td>{esc(r['name'])}</td><td>{esc(r['status'])}{err}</td><td>{esc(_cell(r['params']))}</td>"
-                        f"<td>{esc(_cell(r['test_acc']))}</td><td>{esc(_cell(r['grok_step']))}</td><td>{link}</td></tr>")
+                        f"<td>{esc(_cell(r['test_acc']))}</td><td>{esc(_cell(r['grok_step']))}</td>"
+                        f"<td>{esc(_cell(r['transition']))}</td><td>{link}</td></tr>")
     rtable = ('<section><h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
-              f'<th>grok step</th><th>report</th></tr>{"".join(run_rows)}</table></section>')
+              '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th><th>report</th></tr>'
+              f'{"".join(run_rows)}</table></section>')
     return head + "<h2>Per configuration</h2>" + stable, rtable
 
 

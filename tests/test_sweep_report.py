@@ -67,6 +67,12 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     runs = pd.read_csv(work / "runs.csv").set_index("name")
     assert len(runs) == 4 and runs.loc[BLOCKED, "status"] == "failed"
     assert runs.loc["p=13,n_heads=2", "params"] > 0 and runs.loc["p=13,n_heads=2", "p"] == 13
+    # each finished run's transition, in the words of the run reports
+    kinds = {"grokked", "generalised without grokking", "generalised, then fell back",
+             "memorised without generalising", "did not fit the training set"}
+    assert set(runs.loc[runs["status"] == "done", "transition"]) <= kinds
+    assert pd.isna(runs.loc[BLOCKED, "transition"])
+    assert "transition (as in the run reports)" in text
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "sweep report" in r.stdout
