@@ -130,11 +130,9 @@ def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js) -> No
 
     Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
     """
-    from grokscope.constants import SWEEP_SPEC_FILENAME
+    from grokscope.sweep_report import is_sweep_dir, write_sweep_report
 
-    if (Path(run_dir) / SWEEP_SPEC_FILENAME).is_file():
-        from grokscope.sweep_report import write_sweep_report
-
+    if is_sweep_dir(run_dir):
         path = write_sweep_report(run_dir, analyze_runs=analyze_runs, progress=progress)
         click.echo(f"sweep report: {path}")
         return

@@ -83,6 +83,14 @@ class _LossModule(nn.Module):
         return LOSS_FNS[self.loss](logits, targets)
 
 
+def check_stackable(configs: list[RunConfig]) -> None:
+    """Raise ConfigError unless every config is valid and they differ only in their seeds."""
+    for c in configs:
+        c.validate()
+    if len({stack_key(c) for c in configs}) != 1 or not all(can_stack(c) for c in configs):
+        raise ConfigError("configs differ in more than their seeds (or use Grokfast/⊥Grad): cannot stack")
+
+
 @torch.no_grad()
 def clip_per_model(grads: dict[str, torch.Tensor], max_norm: float) -> None:
     """`clip_grad_norm_` for each model's slice of stacked gradients (in place)."""
@@ -109,17 +117,13 @@ def train_stacked(
         configs = [None] * len(out_dirs)
     if len(configs) != len(out_dirs) or not configs:
         raise ConfigError("train_stacked needs one output folder per config")
-    # The same checks, resume reading and folder preparation as a single run (all first,
-    # so nothing is written when one config is bad).
-    keys = {stack_key(c) for c in configs if c is not None}
-    for c in configs:
-        if c is not None:
-            c.validate()
-    if len(keys) > 1 or not all(can_stack(c) for c in configs if c is not None):
-        raise ConfigError("configs differ in more than their seeds (or use Grokfast/⊥Grad): cannot stack")
+    # The same checks, resume reading and folder preparation as a single run. Given configs
+    # are checked before any folder is touched; on resume, the saved ones once read.
+    if not resume:
+        check_stackable(configs)
     configs = [open_run(c, d, resume=resume, force=True) for c, d in zip(configs, out_dirs)]
-    if len({stack_key(c) for c in configs}) != 1 or not all(can_stack(c) for c in configs):
-        raise ConfigError("configs differ in more than their seeds (or use Grokfast/⊥Grad): cannot stack")
+    if resume:
+        check_stackable(configs)
     K = len(configs)
     tcfg = configs[0].train
     device = torch.device(tcfg.device)

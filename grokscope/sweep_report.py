@@ -253,8 +253,8 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
     stable = (f'<table class="summary"><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{srows}</table>')
     run_rows = []
     for _, r in table.iterrows():
-        link = f'<a href="{esc(r["report"])}">report</a>' if r["report"] else "no report yet"
-        err = f' <span style="color:#b00">{esc(r["error"])}</span>' if r["error"] else ""
+        link = f'<a href="{esc(r["report"])}">report</a>' if _present(r["report"]) else "no report yet"
+        err = f' <span style="color:#b00">{esc(r["error"])}</span>' if _present(r["error"]) else ""
         run_rows.append(f"<tr><td>{esc(r['name'])}</td><td>{esc(r['status'])}{err}</td><td>{esc(_cell(r['params']))}</td>"
                         f"<td>{esc(_cell(r['test_acc']))}</td><td>{esc(_cell(r['grok_step']))}</td>"
                         f"<td>{esc(_cell(r['transition']))}</td><td>{link}</td></tr>")
@@ -262,6 +262,11 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
               '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th><th>report</th></tr>'
               f'{"".join(run_rows)}</table></section>')
     return head + "<h2>Per configuration</h2>" + stable, rtable
+
+
+def _present(v) -> bool:
+    """A non-empty value (pandas 3 stores a missing string as NaN, which is truthy)."""
+    return v is not None and v is not pd.NA and not (isinstance(v, float) and v != v) and v != ""
 
 
 def _cell(v) -> str:

@@ -73,6 +73,9 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     assert set(runs.loc[runs["status"] == "done", "transition"]) <= kinds
     assert pd.isna(runs.loc[BLOCKED, "transition"])
     assert "transition (as in the run reports)" in text
+    assert ">nan<" not in text and "done <span" not in text  # no error shown for finished runs
+    blocked_row = text[text.rindex(f"<td>{BLOCKED}</td>"):].split("</tr>")[0]  # the runs table comes last
+    assert "no report yet" in blocked_row  # a failed point has no report to link
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "sweep report" in r.stdout
