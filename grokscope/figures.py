@@ -78,6 +78,41 @@ def spectrum_slider(spec: pd.DataFrame, column: str, title: str) -> go.Figure:
     return fig
 
 
+def heatmap_slider(frames: dict[int, list[np.ndarray]], titles: list[str], *, labels: list[str] | None = None,
+                   cols: int = 4, zrange: tuple[float, float] | None = None, colorscale: str = "Viridis",
+                   colorbar_title: str = "", panel_px: int = 320) -> go.Figure:
+    """Heatmaps (one subplot per entry of `titles`) with a slider over checkpoints.
+
+    `frames` maps a step to its list of 2D arrays, one per subplot, drawn as given (rows on
+    y, columns on x; `labels` name both axes' entries, e.g. Fourier basis rows). Every
+    (step, subplot) is one trace stored in float32, which plotly writes as binary (base64),
+    not as JSON numbers; the slider only toggles which step's traces are visible (the last
+    step's at first). All subplots share one colour scale over every step (`zrange`, or
+    the data's min and max), so colours compare across the slider.
+    """
+    steps = sorted(frames)
+    n = len(titles)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.12 if rows > 1 else 0.1)
+    for s in steps:
+        for j, z in enumerate(frames[s]):
+            fig.add_trace(go.Heatmap(z=np.asarray(z, dtype=np.float32), x=labels, y=labels, coloraxis="coloraxis",
+                                     visible=s == steps[-1], name=f"step {s}"), j // cols + 1, j % cols + 1)
+    if zrange is None:
+        values = np.concatenate([np.asarray(z, dtype=np.float64).ravel() for zs in frames.values() for z in zs])
+        zrange = (float(np.nanmin(values)), float(np.nanmax(values)))
+    slider = [dict(method="restyle", label=str(s), args=[{"visible": [t // n == i for t in range(len(steps) * n)]}])
+              for i, s in enumerate(steps)]
+    fig.update_layout(
+        height=panel_px * rows + 140, margin=dict(t=60),
+        coloraxis=dict(colorscale=colorscale, cmin=zrange[0], cmax=zrange[1], colorbar=dict(title=colorbar_title)),
+        sliders=[dict(active=len(steps) - 1, currentvalue={"prefix": "step "}, steps=slider, pad={"t": 50})],
+    )
+    return fig
+
+
 PHASE_DOC = """Phases are detected from the curves, not set by hand: <b>memorisation ends</b> at the
 first checkpoint with train accuracy >= 99%; the <b>grok step</b> is the first with test accuracy
 >= 99%; <b>cleanup</b> spans the fall of the (running-median smoothed, log10) test loss from its

@@ -95,8 +95,11 @@ def test_report_axes_read_as_a_reader_expects(mini_grok, tmp_path):
     counts = section_ticks(dom, "Sparsity in the Fourier basis", "y2tick")
     assert counts and all(t.isdigit() for t in counts), counts  # '# key frequencies' ticks are integers
     assert "µ</text>" not in dom and "100µ" not in dom  # loss ticks read 1e-4, not 100µ
-    spectrum = section_ticks(dom, "Logits in the 2D Fourier basis (final checkpoint)", "xtick")
-    assert "const" in spectrum and any(t.startswith("cos ") for t in spectrum), spectrum
+    for heading in ("Logits in the 2D Fourier basis across training",
+                    "Attention from '=' in the 2D Fourier basis across training"):
+        for axis in ("xtick", "ytick"):  # 2D spectra with a slider keep the basis labels
+            spectrum = section_ticks(dom, heading, axis)
+            assert "const" in spectrum and any(t.startswith("cos ") for t in spectrum), (heading, spectrum)
     weights = section_ticks(dom, "Progress measures (Nanda et al., Figure 6)", "y2tick")
     values = [float(t.replace(",", "").replace("−", "-")) for t in weights if t]
     assert values and all(v % 50 == 0 for v in values), weights  # round ticks on the weights axis

@@ -42,6 +42,7 @@ __all__ = [
     "cross_entropy",
     "infer_p",
     "p_from_batch",
+    "sample_steps",
 ]
 
 
@@ -162,3 +163,23 @@ def cross_entropy(
         logits = logits[idx]
         labels = labels[idx]
     return float(losses.cross_entropy(logits.detach(), labels.to(logits.device).long()))
+
+
+def sample_steps(steps, n: int) -> list[int]:
+    """At most ``n`` of ``steps`` (sorted, unique), spread evenly in step value: for each of
+    ``n`` targets ``linspace(first, last, n)`` the nearest step (ties: the earlier one),
+    duplicates dropped. The first and the last step are always kept; all steps when there
+    are no more than ``n``."""
+    steps = sorted({int(s) for s in steps})
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(steps) <= n:
+        return steps
+    if n == 1:
+        return [steps[-1]]
+    first, last = steps[0], steps[-1]
+    picked = []
+    for i in range(n):
+        target = first + (last - first) * i / (n - 1)
+        picked.append(min(steps, key=lambda s: (abs(s - target), s)))
+    return sorted(set(picked))

@@ -54,3 +54,18 @@ def test_as_logits_validation(model13):
     with pytest.raises(ValueError):
         as_logits(torch.zeros(169))
     assert as_logits(model13).shape == (169, 13)
+
+
+def test_sample_steps_spreads_evenly_in_step_value_and_keeps_the_ends():
+    from grokscope.measures.common import sample_steps
+
+    # log-spaced early checkpoints, then every 100: the picks follow step value, not index
+    steps = [0, 1, 2, 4, 8, 16, 32, 64] + list(range(100, 1001, 100))
+    assert sample_steps(steps, 6) == [0, 200, 400, 600, 800, 1000]
+    assert sample_steps(steps, 2) == [0, 1000]
+    assert sample_steps(steps, 1) == [1000]
+    assert sample_steps([5, 3, 3, 9], 10) == [3, 5, 9]  # fewer than n: all of them, sorted, unique
+    picked = sample_steps(list(range(0, 3001, 20)), 16)
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 3000 and picked == sorted(picked)
+    with pytest.raises(ValueError):
+        sample_steps(steps, 0)

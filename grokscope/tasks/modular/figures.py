@@ -13,9 +13,18 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.figures import PHASE_LEGEND, Figure, loss_accuracy_figure, phase_shapes, spectrum_slider
+from grokscope.figures import (
+    PHASE_LEGEND,
+    Figure,
+    heatmap_slider,
+    loss_accuracy_figure,
+    phase_shapes,
+    spectrum_slider,
+)
+from grokscope.measures.common import sample_steps
 from grokscope.measures.fourier import fourier_basis
 from grokscope.measures.key_frequencies import explains
+from grokscope.tasks.modular.measures import snapshot_count
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
     from grokscope.pipeline import Analysis
@@ -106,10 +115,11 @@ def basis_names(p: int) -> list[str]:
 
 def basis_ticks(p: int, most: int = 16) -> dict:
     """Axis settings for a Fourier-basis axis: ticks at 'const' and at the cos row of every
-    few frequencies (at most `most` labels), so the labels read 'cos k'."""
+    few frequencies (multiples of the spacing, at most `most` labels, so 'cos 1' does not sit
+    on 'const' when labels are sparse); the labels read 'cos k'."""
     names = basis_names(p)
     every = max(1, -(-(p // 2) // (most - 1)))
-    vals = [names[0]] + [names[2 * k - 1] for k in range(1, p // 2 + 1) if (k - 1) % every == 0]
+    vals = [names[0]] + [names[2 * k - 1] for k in range(every, p // 2 + 1, every)]
     return dict(tickmode="array", tickvals=vals, ticktext=vals)
 
 
@@ -218,22 +228,16 @@ def structure_figures(a: Analysis) -> list[Figure]:
     att = a.final.get("attention")
     if att is not None:
         n_heads = att.shape[1]
-        titles = [f"head {h}: '=' → a" for h in range(n_heads)] + [f"head {h}: log10 |2D spectrum|" for h in range(n_heads)]
-        fig = make_subplots(rows=2, cols=n_heads, subplot_titles=titles, vertical_spacing=0.2)
-        spec = a.final["attention_spectrum"]
+        fig = make_subplots(rows=1, cols=n_heads, subplot_titles=[f"head {h}: '=' → a" for h in range(n_heads)])
         for h in range(n_heads):
             fig.add_trace(go.Heatmap(z=att[0, h], coloraxis="coloraxis"), 1, h + 1)
-            fig.add_trace(go.Heatmap(z=np.log10(np.abs(spec[0, h]) + 1e-6), x=names, y=names,
-                                     coloraxis="coloraxis2"), 2, h + 1)
-        fig.update_layout(height=700, coloraxis=dict(colorscale="Viridis", colorbar=dict(x=1.02, len=0.4, y=0.8)),
-                          coloraxis2=dict(colorscale="Magma", colorbar=dict(x=1.02, len=0.4, y=0.2, title="log10")))
-        fig.update_xaxes(title=dict(text="b", standoff=2), row=1)
-        fig.update_yaxes(title="a", row=1)
-        fig.update_xaxes(title="b basis vector", row=2, **basis_ticks(len(names)))
-        fig.update_yaxes(title="a basis vector", row=2, **basis_ticks(len(names)))
+        fig.update_layout(height=380, coloraxis=dict(colorscale="Viridis", colorbar=dict(title="weight")))
+        fig.update_xaxes(title=dict(text="b", standoff=2))
+        fig.update_yaxes(title=dict(text="a", standoff=2))
         figs.append(Figure("Attention from '=' over the (a, b) grid (final checkpoint)",
-                     "Top: attention weight from the '=' query to the a token, for every input (a, b). Bottom: its "
-                     "2D Fourier transform (rows: a's basis vector, columns: b's).", fig))
+                     "Attention weight from the '=' query to the a token, for every input (a, b). Its 2D Fourier "
+                     "spectrum across training follows.", fig))
+    figs += fourier_slider_figures(a)
     scores = a.final.get("fourier_attention_scores")
     if scores is not None:
         fig = go.Figure(go.Heatmap(z=scores, x=names, colorscale="RdBu", zmid=0,
@@ -242,15 +246,71 @@ def structure_figures(a: Analysis) -> list[Figure]:
         fig.update_xaxes(**basis_ticks(len(names)))
         figs.append(Figure("Attention scores in the Fourier basis", "B · W_E · W_K · W_Q · (W_E[=] + W_pos[2]): how "
                      "much each Fourier component of a key token's embedding scores against the '=' query.", fig))
-    logit_spec = a.final.get("logit_spectrum")
-    if logit_spec is not None:
-        fig = go.Figure(go.Heatmap(z=np.log10(logit_spec + 1e-9), x=names, y=names, colorscale="Viridis",
-                                   colorbar=dict(title="log10 norm")))
-        fig.update_layout(height=560, width=660, xaxis_title="b basis vector", yaxis_title="a basis vector")
-        fig.update_xaxes(**basis_ticks(len(names)))
-        fig.update_yaxes(**basis_ticks(len(names)))
-        figs.append(Figure("Logits in the 2D Fourier basis (final checkpoint)", "Norm over output classes of B·L·Bᵀ; "
-                     "an additive circuit lives on the diagonal cos/sin pairs of its key frequencies.", fig))
+    return figs
+
+
+def fourier_snapshot_frames(a: Analysis) -> tuple[dict[int, dict[str, np.ndarray]], int]:
+    """The 2D spectra to draw with a slider: {step: {panel: (p, p) array}} from the fourier_2d
+    table (at most `snapshot_count` steps, re-sampled evenly if earlier analyses stored more),
+    and how many checkpoints the run has. Falls back to the final arrays (one step) when
+    the table is missing."""
+    table = a.tables.get("fourier_2d")
+    n_total = len(a.table)
+    if table is None or table.empty:
+        frames = {}
+        if a.final.get("logit_spectrum") is not None:
+            frames["logits"] = a.final["logit_spectrum"]
+        spec = a.final.get("attention_spectrum")
+        if spec is not None:
+            frames.update({f"attention head {h}": spec[0, h] for h in range(spec.shape[1])})
+        last = int(a.table["step"].iloc[-1]) if n_total else 0
+        return ({last: frames} if frames else {}), n_total
+    value_cols = [c for c in table.columns if c not in ("step", "panel", "row")]
+    n_heads = sum(str(panel).startswith("attention") for panel in table["panel"].unique())
+    steps = sample_steps(table["step"].unique(), snapshot_count(len(value_cols), n_heads))
+    out = {}
+    for step in steps:
+        g = table[table["step"] == step]
+        out[int(step)] = {panel: part[value_cols].to_numpy(dtype=np.float64) for panel, part in g.groupby("panel", sort=False)}
+    return out, n_total
+
+
+def log_magnitude(x: np.ndarray, floor: float) -> np.ndarray:
+    """log10(|x| + floor), the colour of a Fourier heatmap."""
+    return np.log10(np.abs(x) + floor)
+
+
+def fourier_slider_figures(a: Analysis) -> list[Figure]:
+    """The attention and logit 2D Fourier spectra across training, each with a checkpoint
+    slider (basis rows const, cos k, sin k on both axes; a's row on y, b's on x)."""
+    frames, n_total = fourier_snapshot_frames(a)
+    if not frames:
+        return []
+    names = basis_names(a.run.config.task.p)
+    shown = (f"{len(frames)} of the {n_total} checkpoints (evenly spaced in steps, always the final one), "
+             "to keep the report small; all share one colour scale.")
+    figs = []
+    heads = [panel for panel in next(iter(frames.values())) if panel.startswith("attention")]
+    if heads and all(set(heads) <= set(f) for f in frames.values()):
+        fig = heatmap_slider({s: [log_magnitude(f[h], 1e-6) for h in heads] for s, f in frames.items()},
+                             [h.replace("attention ", "") for h in heads], labels=names, colorscale="Magma",
+                             colorbar_title="log10 |coef|")
+        ticks = basis_ticks(len(names), most=8)  # four panels side by side: fewer labels each
+        fig.update_xaxes(title=dict(text="b basis vector", standoff=2), **ticks)
+        fig.update_yaxes(title=dict(text="a basis vector", standoff=2), **ticks)
+        figs.append(Figure("Attention from '=' in the 2D Fourier basis across training",
+                           "log10 |B·A·Bᵀ| of each head's attention from '=' to a over the (a, b) grid (rows: a's "
+                           "basis vector, columns: b's). Drag the slider through " + shown, fig))
+    if all("logits" in f for f in frames.values()):
+        fig = heatmap_slider({s: [log_magnitude(f["logits"], 1e-9)] for s, f in frames.items()}, [""], labels=names,
+                             colorbar_title="log10 norm", panel_px=520)
+        fig.update_layout(width=680)
+        fig.update_xaxes(title="b basis vector", **basis_ticks(len(names)))
+        fig.update_yaxes(title="a basis vector", **basis_ticks(len(names)))
+        figs.append(Figure("Logits in the 2D Fourier basis across training",
+                           "Norm over output classes of B·L·Bᵀ; an additive circuit lives on the diagonal cos/sin "
+                           "pairs of its key frequencies, which sharpen through the grok. Drag the slider through "
+                           + shown, fig))
     return figs
 
 

@@ -19,6 +19,9 @@ share that forward through `ctx.cached`. In table-column order:
   spectrum, and the attention scores in the Fourier basis.
 - `ClockEmbedding`: every number token's embedding in the plane of each final key
   frequency (clock.csv), to watch the circles form across checkpoints.
+- `FourierSnapshots`: the logits' 2D Fourier spectrum and each head's attention spectrum
+  at a few checkpoints spread evenly over training (fourier_2d.csv), for the report's
+  sliders; how many is set by a budget of stored values (`snapshot_count`).
 
 The Fourier measures of logits (restricted/excluded loss, trig fit, distance
 irrelevance) assume the answer is a function of a ± b: they are computed for `add` and
@@ -34,7 +37,7 @@ from torch import Tensor
 
 from grokscope.measures.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
 from grokscope.measures.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
-from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy
+from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy, sample_steps
 from grokscope.measures.fourier import embedding_spectrum, fourier_2d, fourier_basis, neuron_logit_spectrum
 from grokscope.measures.key_frequencies import (
     KeyFrequencySet,
@@ -324,7 +327,64 @@ class ClockEmbedding(Measure):
         return Measured(tables={"clock": pd.concat(parts, ignore_index=True)} if parts else {})
 
 
+SNAPSHOT_VALUES = 500_000  # 2D-spectrum values kept across checkpoints: ~2.7 MB of float32 in a report
+SNAPSHOT_MIN, SNAPSHOT_MAX = 4, 16
+
+
+def snapshot_count(p: int, n_heads: int, budget: int = SNAPSHOT_VALUES) -> int:
+    """How many checkpoints `FourierSnapshots` keeps: `budget` values divided by the (n_heads + 1)
+    p x p spectra of one checkpoint, clamped to [SNAPSHOT_MIN, SNAPSHOT_MAX] (p = 59 with 4
+    heads: 16; p = 113 with 4 heads: 7)."""
+    return max(SNAPSHOT_MIN, min(SNAPSHOT_MAX, budget // ((n_heads + 1) * p * p)))
+
+
+def fourier_2d_table(logits: Tensor, pattern: Tensor, p: int) -> pd.DataFrame:
+    """The 2D Fourier spectra of one checkpoint as a wide table, one row per basis row of a.
+
+    Panels: "logits", the norm over output classes of B·L·Bᵀ (L the (p², p) logits at `=`,
+    batch index a·p + b), and "attention head h", the coefficients B·A_h·Bᵀ of the attention
+    from `=` to a over the (a, b) grid (`pattern` as `AllPairsRun.pattern`). Columns: panel,
+    row (a's basis row: const, cos1, sin1, ...), then one column per b basis row (same
+    names). Values in float32.
+    """
+    names = fourier_basis(p)[1]
+    parts = [("logits", fourier_2d(logits.double(), p).norm(dim=-1))]
+    att = attention_spectrum(operand_attention_from_pattern(pattern, p)[0].double())
+    parts += [(f"attention head {h}", att[h]) for h in range(att.shape[0])]
+    frames = []
+    for panel, spec in parts:
+        df = pd.DataFrame(spec.float().numpy(), columns=names)
+        df.insert(0, "row", names)
+        df.insert(0, "panel", panel)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+class FourierSnapshots(Measure):
+    """Table fourier_2d (`fourier_2d_table`) at the checkpoints the report's Fourier sliders
+    show: `snapshot_count` of them spread evenly in step value (`sample_steps`), always the
+    final one; other checkpoints add no rows. Every checkpoint would cost (n_heads + 1) p²
+    values each (64k at p = 113), too many to store and draw."""
+
+    name = "fourier_snapshots"
+
+    def __init__(self, budget: int = SNAPSHOT_VALUES):
+        self.budget = budget
+
+    def setup(self, ctx: CheckpointContext) -> dict:
+        n = snapshot_count(ctx.task.p, ctx.model.cfg.n_heads, self.budget)
+        self.steps = set(sample_steps(ctx.run.steps, n)) | {ctx.step}
+        return {"values": self.budget}
+
+    @torch.no_grad()
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        if ctx.step not in self.steps:
+            return Measured()
+        logits, _ = answer_forward(ctx)
+        return Measured(tables={"fourier_2d": fourier_2d_table(logits, hooked_forward(ctx).pattern, ctx.task.p)})
+
+
 def modular_measures() -> list[Measure]:
     """Fresh instances of every modular measure, in table-column order."""
     return [ModularLossAccuracy(), KeyFrequencyMeasure(), FourierSpectra(), WeightNormMeasure(), ProgressMeasures(),
-            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding()]
+            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding(), FourierSnapshots()]

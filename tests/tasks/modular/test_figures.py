@@ -1,0 +1,62 @@
+"""grokscope.tasks.modular.figures: the Fourier sliders draw what the snapshots table holds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from grokscope.measures.phases import Phases
+from grokscope.pipeline import Analysis
+from grokscope.tasks.modular.figures import basis_ticks, fourier_slider_figures, fourier_snapshot_frames
+from grokscope.tasks.modular.measures import fourier_2d_table, snapshot_count
+from tests.tasks.modular.test_measures import planted_inputs
+
+
+def fake_analysis(p: int, steps: list[int], table: pd.DataFrame | None, final: dict | None = None) -> Analysis:
+    run = SimpleNamespace(config=SimpleNamespace(task=SimpleNamespace(p=p)))
+    tables = {} if table is None else {"fourier_2d": table}
+    return Analysis(run=run, table=pd.DataFrame({"step": steps}), tables=tables, final=final or {},
+                    phases=Phases(None, None, None, None))
+
+
+def test_sliders_resample_stored_steps_and_keep_the_fourier_labels():
+    p, steps = 23, list(range(0, 4001, 100))  # 41 checkpoints, every one stored (more than the budget allows)
+    parts = []
+    for s in steps:
+        k = 1 + s // 1000  # the planted logit frequency moves: 1, 2, 3, 4, 5
+        t = fourier_2d_table(*planted_inputs(p, k, [3, 7]), p)
+        t.insert(0, "step", s)
+        parts.append(t)
+    a = fake_analysis(p, steps, pd.concat(parts, ignore_index=True))
+    frames, n_total = fourier_snapshot_frames(a)
+    n = snapshot_count(p, 2)
+    assert n_total == 41 and len(frames) == n == 16 and 0 in frames and 4000 in frames
+    att, logit = fourier_slider_figures(a)
+    assert att.title.startswith("Attention from '='") and logit.title.startswith("Logits in the 2D Fourier basis")
+    assert f"{n} of the 41 checkpoints" in logit.caption and f"{n} of the 41 checkpoints" in att.caption
+    assert len(att.figure.data) == 2 * n and len(logit.figure.data) == n
+    # the last step is shown first, and its brightest logit cell is the planted frequency 5
+    shown = [t for t in logit.figure.data if t.visible]
+    assert len(shown) == 1 and shown[0].name == "step 4000"
+    z = np.asarray(shown[0].z)
+    i, j = np.unravel_index(np.argmax(z), z.shape)
+    assert shown[0].y[i].endswith(" 5") and shown[0].x[j].endswith(" 5")
+    for fig in (att.figure, logit.figure):  # 2D Fourier heatmaps: const / cos k tick labels on both axes
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            assert axis.ticktext[0] == "const" and all(t.startswith("cos ") for t in axis.ticktext[1:])
+
+
+def test_sliders_fall_back_to_the_final_arrays():
+    p = 7
+    final = {"logit_spectrum": np.ones((p, p)), "attention_spectrum": np.ones((2, 3, p, p))}
+    figs = fourier_slider_figures(fake_analysis(p, [0, 50], None, final))
+    assert [len(f.figure.data) for f in figs] == [3, 1] and "1 of the 2 checkpoints" in figs[1].caption
+    assert fourier_slider_figures(fake_analysis(p, [0, 50], None)) == []
+
+
+def test_basis_ticks_label_const_and_cos_rows_without_crowding():
+    ticks = basis_ticks(113)
+    assert ticks["ticktext"][:3] == ["const", "cos 4", "cos 8"] and len(ticks["ticktext"]) <= 16
+    assert basis_ticks(23)["ticktext"] == ["const"] + [f"cos {k}" for k in range(1, 12)]

@@ -1,0 +1,85 @@
+"""grokscope.tasks.modular.measures: planted spectra for the per-checkpoint 2D Fourier
+snapshots, and which checkpoints they are stored for."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grokscope.measures.common import sample_steps
+from grokscope.measures.fourier import fourier_basis
+from grokscope.pipeline import analyze
+from grokscope.tasks.modular.measures import (
+    FourierSnapshots,
+    ModularLossAccuracy,
+    fourier_2d_table,
+    snapshot_count,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def planted_inputs(p: int, k: int, head_freqs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits cos(w_k (a + b - c)) over all pairs, and an attention pattern whose '=' -> a
+    weight of head h is 0.5 + 0.2 cos(w_j a) with j = head_freqs[h] (independent of b)."""
+    a = torch.arange(p, dtype=torch.float64).repeat_interleave(p)
+    b = torch.arange(p, dtype=torch.float64).repeat(p)
+    c = torch.arange(p, dtype=torch.float64)
+    w = 2 * math.pi / p
+    logits = torch.cos(w * k * (a + b)[:, None] - w * k * c[None, :])
+    pattern = torch.zeros(p * p, len(head_freqs), 3, 3, dtype=torch.float64)
+    for h, j in enumerate(head_freqs):
+        pattern[:, h, -1, 0] = 0.5 + 0.2 * torch.cos(w * j * a)
+        pattern[:, h, -1, 2] = 1 - pattern[:, h, -1, 0]
+    return logits.float(), pattern.float()
+
+
+def test_fourier_2d_table_finds_the_planted_frequencies():
+    p, k, head_freqs = 23, 5, [3, 7]
+    table = fourier_2d_table(*planted_inputs(p, k, head_freqs), p)
+    names = fourier_basis(p)[1]
+    assert list(table.columns) == ["panel", "row", *names]
+    assert list(table["panel"].unique()) == ["logits", "attention head 0", "attention head 1"]
+    assert all(table[c].dtype == np.float32 for c in names)
+    logits = table[table["panel"] == "logits"].set_index("row")[names]
+    # cos(w_k(a + b - c)) lives on the cos k / sin k rows and columns of a and b, nowhere else
+    big = {(r, c) for r in names for c in names if logits.loc[r, c] > 1e-3 * logits.to_numpy().max()}
+    assert big == {(f"{x}{k}", f"{y}{k}") for x in ("cos", "sin") for y in ("cos", "sin")}
+    for h, j in enumerate(head_freqs):
+        att = table[table["panel"] == f"attention head {h}"].set_index("row")[names].abs()
+        att.loc["const", "const"] = 0  # the mean weight
+        assert att.stack().idxmax() == (f"cos{j}", "const")  # depends on a alone, at frequency j
+        assert att.loc[f"cos{j}", "const"] > 1e3 * att.drop(index=[f"cos{j}"]).to_numpy().max()
+
+
+def test_snapshot_count_fits_the_budget():
+    assert snapshot_count(59, 4) == 16  # mini-grok: 16 x 5 x 59² = 278k values
+    assert snapshot_count(113, 4) == 7  # nanda: 7 x 5 x 113² = 447k values
+    assert snapshot_count(113, 4, budget=1) == 4  # at least a few, whatever the budget
+    assert snapshot_count(113, 4) * 5 * 113 ** 2 <= 500_000
+
+
+def test_snapshots_are_stored_for_evenly_spread_checkpoints_only(tmp_path):
+    dst = tmp_path / "mini-grok"  # the committed grokked run: 138 checkpoints, p = 59, 4 heads
+    shutil.copytree(ROOT / "checkpoints" / "mini-grok", dst, ignore=shutil.ignore_patterns("analysis", "report.html"))
+    a = analyze(dst, progress=False, measures=[ModularLossAccuracy(), FourierSnapshots(budget=1)])
+    table = a.tables["fourier_2d"]
+    steps = sorted(table["step"].unique())
+    assert len(steps) == snapshot_count(59, 4, budget=1) == 4 < len(a.table)
+    assert steps == sample_steps(a.table["step"], 4) == [0, 1000, 2000, 3000]
+    assert (table.groupby("step").size() == 5 * 59).all()  # logits and 4 heads, one row per basis row of a
+    # the grok shows in the stored spectra: the logits' mass concentrates on the key frequencies
+    logits = table[table["panel"] == "logits"]
+    key = [f"{t}{k}" for k in (2, 16, 17, 21) for t in ("cos", "sin")]
+
+    def key_share(step):
+        g = logits[logits["step"] == step].set_index("row")
+        return float(np.square(g.loc[key, key].to_numpy()).sum() / np.square(g.drop(index="const")
+                                                                             .drop(columns=["step", "panel", "const"])
+                                                                             .to_numpy()).sum())
+
+    assert key_share(3000) > 0.9 > 0.2 > key_share(0)
