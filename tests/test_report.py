@@ -64,8 +64,12 @@ def adder_report(tmp_path_factory):
 def test_adder_report_has_its_own_figures(adder_report):
     text = adder_report.read_text()
     for heading in ("Which digits are learned first", "Accuracy by carry-chain length", "Attention alignment",
-                    "Digit embeddings in the Fourier basis of Z_10", "Token embeddings across training (PCA)"):
+                    "Digit embeddings in the Fourier basis of Z_10", "Token embeddings across training (PCA)",
+                    "MLP neurons at the final checkpoint"):
         assert heading in text
+    neurons = (adder_report.parent / "analysis" / "neurons.csv").read_text().splitlines()
+    assert len(neurons) == 1 + 14 and neurons[0].startswith("neuron,tracks,carry_in_corr")  # one row per MLP neuron
+    assert "<th>MLP neurons (final): what each tracks</th>" in text
     assert "<th>parameters</th><td>777</td>" in text
     # a streamed task has no memorisation phase: the report says it generalised without grokking
     assert "<th>transition</th><td>generalised without grokking" in text
@@ -76,7 +80,7 @@ def test_adder_report_has_its_own_figures(adder_report):
 def test_adder_report_draws_in_headless_chromium(adder_report, tmp_path):
     attrs = body_attributes_in_chromium(adder_report, tmp_path)
     assert attrs["js-errors"] == "0"
-    assert attrs["figures-drawn"] == attrs["figures-expected"] == "6"
+    assert attrs["figures-drawn"] == attrs["figures-expected"] == "7"
 
 
 def test_shared_plotly_js_report_is_small_and_draws(report, tmp_path):

@@ -1,8 +1,9 @@
 """The addition task's report: figures and summary rows.
 
 Loss and exact match, accuracy per answer digit and per carry-chain length, attention
-alignment of each answer position with its operand digits, and the digit embeddings (in
-the Fourier basis of Z_10, and on their top two principal axes, with checkpoint sliders).
+alignment of each answer position with its operand digits, the digit embeddings (in
+the Fourier basis of Z_10, and on their top two principal axes, with checkpoint sliders),
+and what each MLP neuron tracks at the final checkpoint.
 """
 
 from __future__ import annotations
@@ -36,10 +37,53 @@ def addition_summary(a: Analysis) -> list[tuple[str, str]]:
     """Outcome rows of the summary table: final exact match and when it first reached 99%."""
     last = a.table.iloc[-1]
     grok = a.phases.grok_step
-    return [
+    rows = [
         ("final exact match (held-out, teacher-forced)", f"{last['exact_match']:.4f}"),
         ("first step with exact match >= 99%", "not reached" if grok is None else f"{int(grok):,}"),
     ]
+    tracks = a.measure_meta("adder_neurons").get("tracks", {})
+    if tracks:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(tracks.items(), key=lambda kv: (-kv[1], kv[0])))
+        rows.append(("MLP neurons (final): what each tracks", f"{counts} (of {sum(tracks.values())})"))
+    return rows
+
+
+SHARE_COLUMNS = [("carry_in_corr", "carry in r²"), ("carry_out_corr", "carry out r²"),
+                 ("carry_generate_corr", "a+b≥10 r²"), ("carry_propagate_corr", "a+b=9 r²"),
+                 ("pair_sum_eta2", "a+b η²"), ("sum_digit_eta2", "sum digit η²"), ("position_eta2", "position η²")]
+
+
+def neuron_figure(a: Analysis) -> Figure | None:
+    """The final checkpoint's MLP neurons: mean activation at each answer position, and the
+    share of each neuron's activation that each variable explains (the neurons table)."""
+    n = a.neurons
+    if n.empty:
+        return None
+    positions = [c for c in n.columns if c.startswith("mean_d")] + ["mean_eos"]
+    labels = [f"n{j}: {t}" for j, t in zip(n["neuron"], n["tracks"])]
+    shares = np.column_stack([n[c].to_numpy(dtype=float) ** (2 if c.endswith("corr") else 1) for c, _ in SHARE_COLUMNS])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
+                        subplot_titles=("mean activation at each answer position", "share of the activation explained"))
+    fig.add_trace(go.Heatmap(z=n[positions].to_numpy(dtype=float), x=[c.replace("mean_", "") for c in positions],
+                             y=labels, coloraxis="coloraxis"), 1, 1)
+    fig.add_trace(go.Heatmap(z=shares, x=[name for _, name in SHARE_COLUMNS], y=labels, coloraxis="coloraxis2",
+                             text=np.round(shares, 2), texttemplate="%{text}", textfont=dict(size=9)), 1, 2)
+    fig.update_layout(height=max(360, 26 * len(n) + 160), margin=dict(t=60),
+                      coloraxis=dict(colorscale="RdBu", cmid=0, colorbar=dict(title="mean", x=0.46, len=0.9)),
+                      coloraxis2=dict(colorscale="Viridis", cmin=0, cmax=1, colorbar=dict(title="share", len=0.9)))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="answer position (d0 = units)", row=1, col=1)
+    fig.update_xaxes(tickangle=-40, row=1, col=2)
+    pairs = a.measure_meta("adder_neurons").get("pairs")
+    pairs = f"{pairs:,}" if isinstance(pairs, int) else "the"
+    return Figure("MLP neurons at the final checkpoint",
+                  f"Every MLP neuron (hook_post) at the positions that predict each answer digit, teacher-forced on "
+                  f"{pairs} held-out pairs. Right: within each position, the share of the neuron's activation "
+                  "variance explained by the carry into the place (r²), the carry out of it (r²), a_i + b_i >= 10 "
+                  "(carry generate) and a_i + b_i = 9 (carry propagate) (r²), the digit pair sum a_i + b_i and the "
+                  "sum digit (correlation ratio η²); and the share of the variance across digit positions explained "
+                  "by the position. A neuron tracks the variable (carry in, carry out, pair sum, sum digit) whose "
+                  "share is largest when it is >= 0.5; neurons.csv holds the signed correlations.", fig)
 
 
 def addition_figures(a: Analysis) -> list[Figure]:
@@ -118,4 +162,7 @@ def addition_figures(a: Analysis) -> list[Figure]:
                                  for s in steps])])
         figs.append(Figure("Token embeddings across training (PCA)", "Every checkpoint's W_E projected on the top two "
                      "principal axes of the final checkpoint's embeddings.", fig))
+    neurons = neuron_figure(a)
+    if neurons is not None:
+        figs.append(neurons)
     return figs

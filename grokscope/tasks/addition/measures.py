@@ -28,10 +28,15 @@ Measures, in table-column order:
 - `DigitEmbeddings`: embed_norm, pca_var_final_axes (share of this step's digit
   variance on the final checkpoint's two PCA axes); tables spectra (k, embed: the digit
   embeddings over Z_10) and adder_embed_pca (every token on the final PCA axes).
+- `AdderNeurons` (final only): table neurons, one row per MLP neuron: its mean activation
+  and fraction active at each answer position, and what it tracks within a position
+  (carry into / out of the place, the digit pair sum a_i + b_i, the sum digit;
+  `neuron_table`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -40,10 +45,18 @@ from torch import Tensor
 from grokscope.measures.fourier import fourier_basis, group_by_frequency
 from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
 from grokscope.measures.metrics import LoggedMetrics
-from grokscope.tasks.addition.data import add_digits, digits_to_int, longest_carry_chain, sequences_from_ints
+from grokscope.tasks.addition.data import (
+    add_digits,
+    digits_to_int,
+    int_to_digits,
+    longest_carry_chain,
+    sequences_from_ints,
+)
 
 __all__ = [
+    "NEURON_VARIABLES",
     "TOKEN_NAMES",
+    "AdderNeurons",
     "AttentionAlignment",
     "CarryChainAccuracy",
     "DigitEmbeddings",
@@ -52,9 +65,14 @@ __all__ = [
     "attention_alignment",
     "carry_chain_set",
     "digit_embedding_spectrum",
+    "answer_activations",
     "embedding_pca_axes",
+    "neuron_table",
+    "neuron_variables",
     "project_embeddings",
     "teacher_forced_scores",
+    "within_position_corr",
+    "within_position_eta2",
 ]
 
 TOKEN_NAMES = [str(d) for d in range(10)] + ["+", "=", "PAD", "EOS"]
@@ -282,7 +300,159 @@ class DigitEmbeddings(Measure):
         return FinalMeasured(arrays={"pca_axes": self.axes.numpy(), "pca_explained": self.explained.numpy()})
 
 
+@torch.no_grad()
+def answer_activations(model, task, seq: Int[Tensor, "b seq"], batch_size: int = 2_048) -> Float[Tensor, "b ans d_mlp"] | None:
+    """MLP activations (hook_post of the last layer) at the answer-predicting positions
+    q_0..q_{n+1} (teacher-forced on full sequences `seq`), float32; None for a model
+    without an MLP."""
+    if model.cfg.attn_only:
+        return None
+    hook = f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(seq), batch_size):
+        tokens, _ = task.split_sequences(seq[i : i + batch_size])
+        _, cache = model.run_with_cache(tokens.to(device), names_filter=hook)
+        out.append(cache[hook][:, task.eq_pos :].float().cpu())
+    return torch.cat(out)
+
+
+#: What a neuron can track at answer position i, with the places i where it varies.
+NEURON_VARIABLES = ("carry in", "carry out", "pair sum", "sum digit")
+
+
+def neuron_variables(a: Int[Tensor, "b"], b: Int[Tensor, "b"], n_digits: int) -> dict[str, tuple[Tensor, list[int]]]:
+    """Per example and answer place i (units = 0): the variables a neuron at q_i may track,
+    each as ((b, n + 1) int64 values, the places where it is defined and varies).
+
+    "carry in": the carry from place i - 1 into place i (places 1..n; 0 at the units);
+    "carry out": the carry from place i into i + 1 (places 0..n-1); "pair sum": a_i + b_i
+    (0..18, places 0..n-1); "sum digit": digit i of a + b (places 0..n-1; at place n the sum
+    digit is the carry in, so it is left out there); "carry generate" (a_i + b_i >= 10) and
+    "carry propagate" (a_i + b_i = 9), the carry-lookahead signals (places 0..n-1).
+    """
+    n = n_digits
+    ad, bd = int_to_digits(a.long(), n), int_to_digits(b.long(), n)
+    sums, carries = add_digits(ad, bd)  # sums least significant first; carries[:, i] out of place i
+    zeros = torch.zeros(len(a), 1, dtype=torch.int64)
+    carry_in = torch.cat([zeros, carries], dim=1)
+    carry_out = torch.cat([carries, zeros], dim=1)
+    pair = torch.cat([ad.flip(-1) + bd.flip(-1), zeros], dim=1)
+    digits = list(range(n))
+    return {"carry in": (carry_in, list(range(1, n + 1))), "carry out": (carry_out, digits),
+            "pair sum": (pair, digits), "sum digit": (sums, digits),
+            "carry generate": ((pair >= 10).long(), digits), "carry propagate": ((pair == 9).long(), digits)}
+
+
+def within_position_eta2(x: Float[Tensor, "b P"], groups: Int[Tensor, "b P"]) -> float:
+    """Correlation ratio eta² of `x` on `groups`, pooled within positions: the share of x's
+    variance around each position's mean that the group means (per position) explain.
+    1: x is a function of the group at every position; 0: unrelated. NaN if x does not
+    vary within any position."""
+    x = x.double()
+    xc = x - x.mean(0, keepdim=True)
+    total = float(xc.square().sum())
+    if total <= 1e-12 * max(1.0, float(x.square().sum())):
+        return float("nan")
+    g = groups.long() - groups.long().min()
+    n_groups = int(g.max()) + 1
+    cell = (torch.arange(x.shape[1]) * n_groups + g).flatten()  # (position, group) of every entry
+    sums = torch.zeros(x.shape[1] * n_groups, dtype=torch.float64).index_add_(0, cell, xc.flatten())
+    counts = torch.zeros_like(sums).index_add_(0, cell, torch.ones_like(xc.flatten()))
+    seen = counts > 0
+    return float((sums[seen].square() / counts[seen]).sum()) / total
+
+
+def within_position_corr(x: Float[Tensor, "b P"], y: Float[Tensor, "b P"]) -> float:
+    """Pearson correlation of `x` and `y` after centring both within each position (column):
+    how x follows y beyond what the position alone says. NaN if either does not vary."""
+    xc = x.double() - x.double().mean(0, keepdim=True)
+    yc = y.double() - y.double().mean(0, keepdim=True)
+    den = float(xc.square().sum().sqrt() * yc.square().sum().sqrt())
+    return float((xc * yc).sum()) / den if den > 1e-12 else float("nan")
+
+
+def neuron_table(post: Float[Tensor, "b ans d_mlp"], a: Int[Tensor, "b"], b: Int[Tensor, "b"], n_digits: int,
+                 threshold: float = 0.5) -> pd.DataFrame:
+    """One row per MLP neuron: activity at each answer position and what it tracks.
+
+    `post`: activations at q_0..q_{n+1} (`answer_activations`) for the pairs (a, b).
+    Columns: ``mean_d{i}`` / ``active_d{i}`` (mean activation, fraction of examples with
+    activation > 0, at the position predicting answer digit i; ``_eos`` at the EOS
+    position); ``mean`` / ``active`` over the digit positions 0..n; ``carry_in_corr``,
+    ``carry_out_corr`` (`within_position_corr` with the carry into / out of the place);
+    ``pair_sum_eta2``, ``sum_digit_eta2`` (`within_position_eta2` on a_i + b_i and on the sum
+    digit); ``carry_generate_corr``, ``carry_propagate_corr`` (correlation with a_i + b_i >= 10
+    and with a_i + b_i = 9, which say what a pair-sum neuron reads of it); ``position_eta2`` (share of the variance over digit positions that the position
+    explains); ``tracks``: the variable of `NEURON_VARIABLES` with the largest share (r² for
+    the carries) when it is >= `threshold`, else "answer position" when position_eta2 is,
+    "inactive" for a neuron that never fires or never varies, otherwise "mixed".
+    Each variable uses the places where it varies (`neuron_variables`).
+    """
+    n = n_digits
+    variables = neuron_variables(a, b, n)
+    rows = []
+    for j in range(post.shape[-1]):
+        x = post[:, :, j].double()
+        digits = x[:, : n + 1]
+        row = {"neuron": j}
+        for i in range(n + 2):
+            name = f"d{i}" if i <= n else "eos"
+            row[f"mean_{name}"] = float(x[:, i].mean())
+        for i in range(n + 2):
+            name = f"d{i}" if i <= n else "eos"
+            row[f"active_{name}"] = float((x[:, i] > 0).double().mean())
+        row["mean"], row["active"] = float(digits.mean()), float((digits > 0).double().mean())
+        shares = {}
+        for var in ("carry generate", "carry propagate"):
+            values, places = variables[var]
+            row[f"{var.replace(' ', '_')}_corr"] = within_position_corr(digits[:, places], values[:, places])
+        for var in NEURON_VARIABLES:
+            values, places = variables[var]
+            if var.startswith("carry"):
+                r = within_position_corr(digits[:, places], values[:, places])
+                row[f"{var.replace(' ', '_')}_corr"] = r
+                shares[var] = r * r
+            else:
+                shares[var] = row[f"{var.replace(' ', '_')}_eta2"] = within_position_eta2(digits[:, places],
+                                                                                            values[:, places])
+        total = float((digits - digits.mean()).square().sum())
+        between = float(digits.shape[0] * (digits.mean(0) - digits.mean()).square().sum())
+        row["position_eta2"] = between / total if total > 1e-12 else float("nan")
+        finite = {k: v for k, v in shares.items() if v == v}
+        best = max(finite, key=finite.get) if finite else None
+        if row["active"] == 0 or total <= 1e-12:
+            row["tracks"] = "inactive"
+        elif best is not None and finite[best] >= threshold:
+            row["tracks"] = best
+        elif row["position_eta2"] >= threshold:
+            row["tracks"] = "answer position"
+        else:
+            row["tracks"] = "mixed"
+        rows.append(row)
+    lead = ["neuron", "tracks", "carry_in_corr", "carry_out_corr", "pair_sum_eta2", "sum_digit_eta2",
+            "carry_generate_corr", "carry_propagate_corr", "position_eta2", "mean", "active"]
+    df = pd.DataFrame(rows)
+    return df[lead + [c for c in df.columns if c not in lead]] if len(df) else df
+
+
+class AdderNeurons(Measure):
+    """Final only: table neurons (`neuron_table`) of the last layer's MLP on the task's test
+    pairs, teacher-forced; meta: how many neurons track each variable."""
+
+    name = "adder_neurons"
+
+    def final(self, ctx: CheckpointContext) -> FinalMeasured:
+        task = ctx.task
+        post = answer_activations(ctx.model, task, task.test_tokens)
+        if post is None:
+            return FinalMeasured(tables={"neurons": pd.DataFrame()}, meta={"tracks": {}})
+        table = neuron_table(post, task.test_a, task.test_b, task.n_digits)
+        counts = {k: int(v) for k, v in table["tracks"].value_counts().items()}
+        return FinalMeasured(tables={"neurons": table}, meta={"tracks": counts, "pairs": int(len(post))})
+
+
 def addition_measures(per_chain: int = 100) -> list[Measure]:
     """Fresh instances of every addition measure, in table-column order."""
     return [LoggedMetrics(), TeacherForcedScores(), CarryChainAccuracy(per_chain), AttentionAlignment(),
-            DigitEmbeddings()]
+            DigitEmbeddings(), AdderNeurons()]

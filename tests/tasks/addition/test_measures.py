@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,12 +15,18 @@ from grokscope.tasks.addition.format import carry_chain_length
 from grokscope.measures.base import Measure, Measured
 from grokscope.pipeline import analyze
 from grokscope.tasks.addition.measures import (
+    AdderNeurons,
     addition_measures,
+    answer_activations,
     attention_alignment,
     carry_chain_set,
     digit_embedding_spectrum,
     embedding_pca_axes,
+    neuron_table,
+    neuron_variables,
     project_embeddings,
+    within_position_corr,
+    within_position_eta2,
 )
 from grokscope.config import preset
 from grokscope.errors import ConfigError
@@ -131,3 +140,78 @@ def test_analyze_addition_run_writes_and_reuses_tables(tmp_path):
     other = analyze(run, progress=False, measures=addition_measures(per_chain=3) + [counter])
     assert (other.tables["adder_carry_chain"]["pairs"] <= 3).all()
     assert counter.steps == run.steps
+
+
+def test_within_position_shares_known_answers():
+    g = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0], [1, 1], [2, 0]])
+    x = (3.0 * g + torch.tensor([10.0, -5.0])).double()  # a function of the group, plus a per-position offset
+    assert within_position_eta2(x, g) == pytest.approx(1.0)
+    assert within_position_corr(x, g) == pytest.approx(1.0) and within_position_corr(-x, g) == pytest.approx(-1.0)
+    # half the within-position variance explained: group means +-1, noise +-1 inside each group
+    g2 = torch.tensor([0, 0, 1, 1]).repeat(2)[:, None]
+    x2 = torch.tensor([1 + 1, 1 - 1, -1 + 1, -1 - 1]).repeat(2)[:, None].double()
+    assert within_position_eta2(x2, g2) == pytest.approx(0.5)
+    assert math.isnan(within_position_eta2(torch.ones(4, 2), g[:4])) and math.isnan(within_position_corr(torch.ones(4, 2), g[:4]))
+
+
+def test_neuron_variables_match_python_integer_addition():
+    a, b = torch.tensor([1959, 5, 9999]), torch.tensor([41, 995, 1])
+    v = neuron_variables(a, b, 4)
+    for r, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
+        for i in range(4):
+            xi, yi = x // 10 ** i % 10, y // 10 ** i % 10
+            carry_in = (x % 10 ** i + y % 10 ** i) >= 10 ** i if i else False
+            assert v["pair sum"][0][r, i] == xi + yi and v["sum digit"][0][r, i] == (x + y) // 10 ** i % 10
+            assert v["carry in"][0][r, i] == carry_in and v["carry out"][0][r, i] == (xi + yi + carry_in >= 10)
+        assert v["carry in"][0][r, 4] == (x + y >= 10 ** 4)
+    assert v["carry in"][1] == [1, 2, 3, 4] and v["sum digit"][1] == [0, 1, 2, 3]
+
+
+def test_neuron_table_recovers_planted_neurons():
+    n, m = 4, 3000
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 10 ** n, (m,), generator=g), torch.randint(0, 10 ** n, (m,), generator=g)
+    v = {k: val.double() for k, (val, _) in neuron_variables(a, b, n).items()}
+    pos = torch.arange(n + 2, dtype=torch.float64).expand(m, n + 2)
+    pad = lambda t: torch.cat([t, torch.zeros(m, n + 2 - t.shape[1], dtype=t.dtype)], dim=1)  # noqa: E731
+    noise = torch.randn(m, n + 2, generator=g, dtype=torch.float64)
+    planted = [
+        pad(v["carry in"]) + 0.3 * pos,  # 0: the carry into the place (plus a position offset)
+        pad(2.0 * (v["sum digit"] == 7)),  # 1: fires for sum digit 7
+        pad(v["pair sum"]) - 9,  # 2: a_i + b_i
+        torch.zeros(m, n + 2),  # 3: dead
+        pos - 1.5,  # 4: the answer position only
+        pad(-v["carry out"]) + 0.05 * noise,  # 5: the carry out of the place, sign flipped
+        noise,  # 6: nothing
+    ]
+    post = torch.stack(planted, dim=-1).float()
+    t = neuron_table(post, a, b, n).set_index("neuron")
+    assert t["tracks"].tolist() == ["carry in", "sum digit", "pair sum", "inactive", "answer position", "carry out",
+                                    "mixed"]
+    assert t.loc[0, "carry_in_corr"] == pytest.approx(1.0) and abs(t.loc[0, "carry_out_corr"]) < 0.1
+    # a_i + b_i fixes the sum digit up to the carry in: it explains part of it, not all
+    assert t.loc[1, "sum_digit_eta2"] == pytest.approx(1.0) and t.loc[1, "pair_sum_eta2"] < 0.8
+    assert t.loc[2, "pair_sum_eta2"] == pytest.approx(1.0) and t.loc[2, "carry_generate_corr"] > 0.7
+    assert t.loc[5, "carry_out_corr"] < -0.99 and t.loc[6, "position_eta2"] < 0.01
+    # activity per answer position: neuron 4 is (i - 1.5) at position i, on from d2
+    assert [t.loc[4, f"mean_d{i}"] for i in range(n + 1)] + [t.loc[4, "mean_eos"]] == pytest.approx([-1.5, -0.5, 0.5, 1.5, 2.5, 3.5])
+    assert [t.loc[4, f"active_d{i}"] for i in range(n + 1)] == [0, 0, 1, 1, 1] and t.loc[3, "active"] == 0
+
+
+def test_the_grokked_777_adder_computes_digit_pair_sums_in_its_mlp(tmp_path):
+    run = grokscope.load_run(shutil.copytree(Path(__file__).resolve().parents[3] / "checkpoints" / "adder-777",
+                                             tmp_path / "adder-777", ignore=shutil.ignore_patterns("analysis")))
+    task = run.task
+
+    def table(step):
+        return neuron_table(answer_activations(run.model_at(step), task, task.test_tokens), task.test_a, task.test_b,
+                            task.n_digits)
+
+    final, init = table(run.steps[-1]), table(0)
+    assert len(final) == 14 and final["neuron"].tolist() == list(range(14))
+    # trained: most neurons are functions of a_i + b_i; at initialisation none is
+    assert (final["pair_sum_eta2"] > 0.9).sum() >= 7 and (final["tracks"] == "pair sum").sum() >= 7
+    assert init["pair_sum_eta2"].max() < 0.1 and "pair sum" not in set(init["tracks"])
+    assert final["carry_out_corr"].abs().max() > 0.8  # one neuron all but reads off the carry out
+    out = AdderNeurons().final(SimpleNamespace(task=task, model=run.model_at(run.steps[-1])))
+    assert out.tables["neurons"].equals(final) and sum(out.meta["tracks"].values()) == 14
