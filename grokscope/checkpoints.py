@@ -84,10 +84,12 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise CheckpointError(f"corrupt or truncated checkpoint file: {path} ({e})") from None
 
 
-def save_weights(run_dir: Path, step: int, model: torch.nn.Module) -> Path:
-    """Save a model's state_dict as checkpoints/step_XXXXXXXX.safetensors."""
+def save_weights(run_dir: Path, step: int, state: dict[str, Tensor] | torch.nn.Module) -> Path:
+    """Save a state_dict (or a model's) as checkpoints/step_XXXXXXXX.safetensors."""
     path = Path(run_dir) / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
-    atomic_save_tensors(path, model.state_dict(), metadata={"step": str(step)})
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    atomic_save_tensors(path, state, metadata={"step": str(step)})
     return path
 
 
@@ -117,78 +119,50 @@ def saved_steps(run_dir: Path) -> list[int]:
 
 
 # --- resume state ---------------------------------------------------------------------
-
-def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
-    """Flatten an optimizer state_dict into named tensors plus a JSON string of the rest."""
-    sd = opt.state_dict()
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, float]] = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
-
-
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: str) -> None:
-    """Inverse of `optimizer_to_tensors`: load the state back into `opt`."""
-    info = json.loads(meta)
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, extra in info["scalars"].items():
-        state.setdefault(int(idx), {}).update(extra)
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-
+# One file per run, RUN_DIR/resume.safetensors: the AdamW moments of each parameter as
+# "opt.<i>.exp_avg", "opt.<i>.exp_avg_sq" and "opt.<i>.step" (i = the parameter's index in
+# the model's parameter order, as in torch's optimizer state_dict), any gradient-filter
+# memory ("ema.<param>", "ma.<j>.<param>"), and the step in the header. Training draws its
+# data from (seed, step) alone, so no RNG state is needed.
 
 @dataclass
 class ResumeState:
-    """What `load_resume_state` read: the step, optimizer tensors and their JSON meta,
-    the torch and data RNG states, and any gradient-filter tensors (by name)."""
+    """What `load_resume_state` read: the step, the optimizer tensors ("opt.<i>.<key>"),
+    the optimizer's JSON settings, and any gradient-filter tensors (by name)."""
 
     step: int
     optimizer_tensors: dict[str, Tensor]
     optimizer_meta: str
-    rng_torch: Tensor
-    rng_data: Tensor
     filter_tensors: dict[str, Tensor]
 
 
-def save_resume_state(run_dir: Path, step: int, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
-                      grad_filter=None) -> None:
-    """Write RUN_DIR/resume.safetensors: optimizer moments, RNG states, grad-filter memory.
+def save_resume_state(run_dir: Path, step: int, optimizer_tensors: dict[str, Tensor], optimizer_meta: str,
+                      filter_tensors: dict[str, Tensor] | None = None) -> None:
+    """Write RUN_DIR/resume.safetensors atomically.
 
     Written after the step's weights: a resume restarts from the newest step whose
     weights and resume state both exist.
     """
-    tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.data"] = data_gen.get_state()
-    if grad_filter is not None:
-        tensors.update(grad_filter.state_tensors())
-    atomic_save_tensors(Path(run_dir) / RESUME_FILENAME, tensors, metadata={"step": str(step), "optimizer": opt_meta})
+    tensors = {**optimizer_tensors, **(filter_tensors or {})}
+    atomic_save_tensors(Path(run_dir) / RESUME_FILENAME, tensors,
+                        metadata={"step": str(step), "optimizer": optimizer_meta})
 
 
 def load_resume_state(run_dir: Path) -> ResumeState:
-    """Read RUN_DIR/resume.safetensors (CheckpointError if missing or corrupt)."""
+    """Read RUN_DIR/resume.safetensors (CheckpointError if missing or corrupt). Older files'
+    RNG states ("rng.*") are ignored."""
     path = Path(run_dir) / RESUME_FILENAME
     state = load_tensors(path)
     meta = read_metadata(path)
     try:
         step, opt_meta = int(meta["step"]), meta["optimizer"]
-        rng_torch, rng_data = state["rng.torch"], state["rng.data"]
+        json.loads(opt_meta)
     except (KeyError, ValueError):
-        raise CheckpointError(f"corrupt resume state: {path} (no step, optimizer or RNG state)") from None
+        raise CheckpointError(f"corrupt resume state: {path} (no step or optimizer settings)") from None
     return ResumeState(
         step=step,
         optimizer_tensors={k: v for k, v in state.items() if k.startswith("opt.")},
         optimizer_meta=opt_meta,
-        rng_torch=rng_torch,
-        rng_data=rng_data,
         filter_tensors={k: v for k, v in state.items() if not k.startswith(("opt.", "rng."))},
     )
 

@@ -32,6 +32,21 @@ def stablemax_cross_entropy(
     return -logp.gather(-1, labels[:, None]).mean()
 
 
+def per_model_loss(name: str, logits: Float[Tensor, "K batch n_ans vocab"],
+                   labels: Int[Tensor, "*K batch n_ans"]) -> Float[Tensor, "K"]:
+    """Loss `name` ("cross_entropy" or "stablemax") of each of K models, each the mean over
+    its batch and answer positions, in float64 (labels shared by all models or per model)."""
+    K, vocab = logits.shape[0], logits.shape[-1]
+    rows = logits.reshape(K, -1, vocab)
+    labels = labels.expand(K, *logits.shape[1:-1]).reshape(K, -1)
+    if name == "stablemax":
+        s = stablemax(rows.to(torch.float64))
+        logp = s.log() - s.sum(dim=-1, keepdim=True).log()
+    else:
+        logp = rows.to(torch.float64).log_softmax(dim=-1)
+    return -logp.gather(-1, labels[..., None]).squeeze(-1).mean(-1)
+
+
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
     """Fraction of rows whose argmax logit equals the label."""
     return (logits.argmax(dim=-1) == labels).double().mean().item()

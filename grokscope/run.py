@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from grokscope import checkpoints as ckpt
 from grokscope.config import RunConfig
@@ -26,7 +28,6 @@ from grokscope.constants import (
     checkpoint_filename,
 )
 from grokscope.errors import ConfigError
-from grokscope.model import build_model_for_task
 from grokscope.tasks.registry import Task, make_task
 
 
@@ -106,6 +107,10 @@ class Run:
         path = self.checkpoint_path(step)
         if not path.exists():
             raise ConfigError(f"step {step} was not saved in {self.path} (saved: {_summarise(self.steps)})")
+        # transformer-lens (6-8 s to import) loads only when a model is asked for: training
+        # and reading metrics never pay for it.
+        from grokscope.model import build_model_for_task
+
         model = build_model_for_task(self.config.model, self.task, device=device)
         ckpt.load_checkpoint(model, path)
         model.eval()
@@ -121,3 +126,13 @@ def _summarise(steps: list[int]) -> str:
 def load_run(path: str | Path) -> Run:
     """Open a run directory written by `grokscope train`."""
     return Run(path)
+
+
+def max_abs_weight_difference(run_a, run_b, step: int | None = None) -> float:
+    """Largest |w_a - w_b| over every tensor of two runs' checkpoints at `step` (default: last)."""
+    step = run_a.steps[-1] if step is None else step
+    wa = ckpt.load_tensors(run_a.checkpoint_path(step))
+    wb = ckpt.load_tensors(run_b.checkpoint_path(step))
+    diffs = [torch.where(wa[n] == wb[n], 0.0, (wa[n].double() - wb[n].double()).abs()).max().item()
+             for n in wa if wa[n].numel()]  # `where`: equal infinities (attention masks) count as 0
+    return max(diffs) if diffs else math.nan

@@ -23,7 +23,7 @@ point's status, error, final metrics) and one run directory per point; a failed 
 gets a `FAILED` file with its error. A re-run skips finished points and resumes
 interrupted ones. Executors: `local` (persistent worker processes, one per core, each
 training its points in-process so no run pays the ~5 s import; optionally several
-models stacked in one step, see `grokscope.stacked`) and `ray` (one task per job on a Ray
+models trained together in one batched step, see `grokscope.trainer.train_many`) and `ray` (one task per job on a Ray
 cluster; every node must see the sweep folder, e.g. on a shared filesystem).
 """
 
@@ -58,11 +58,11 @@ from grokscope.constants import (
     SWEEP_STATUS_FILENAME,
 )
 from grokscope.errors import CheckpointError, ConfigError, GrokscopeError
-from grokscope.model import build_model_for_task, param_count
+from grokscope.batched import Architecture, n_params
 from grokscope.run import is_run_dir, load_run
-from grokscope.stacked import can_stack, stack_key, train_stacked
 from grokscope.tasks.registry import make_task
-from grokscope.trainer import train
+from grokscope.trainer import stack_key, train, train_many
+
 SPEC_KEYS = ("name", "description", "preset", "overrides", "grid")
 DERIVED_FIELDS = {"mlp_ratio": "d_mlp = round(mlp_ratio * d_model)"}
 GROK_ACC = 0.99  # a run has grokked when its final test accuracy is at least this
@@ -257,8 +257,7 @@ def _summarise_run(run_dir: Path) -> dict[str, Any]:
 
 def param_count_of(config: RunConfig) -> int:
     """Unique trainable parameters of the model a config builds (tied matrices once)."""
-    task = make_task(config.task)
-    return param_count(build_model_for_task(config.model, task))
+    return n_params(Architecture.for_task(config.model, make_task(config.task)))
 
 
 def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -285,7 +284,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
             train(None if p["resume"] else cfg, p["dir"], resume=p["resume"], force=not p["resume"], progress=False)
         elif ok:
             resume = ok[0][0]["resume"]
-            train_stacked([c for _, c in ok], [p["dir"] for p, _ in ok], resume=resume, progress=False)
+            train_many([c for _, c in ok], [p["dir"] for p, _ in ok], resume=resume, force=True, progress=False)
     except Exception as e:  # noqa: BLE001
         return results + [{"name": p["name"], "status": "failed", "error": _one_line(e)} for p, _ in ok]
     seconds = (time.time() - t0) / max(len(ok), 1)
@@ -315,7 +314,7 @@ def plan_jobs(todo: list[tuple[Point, Path, int | None]], stack: int, threads: i
     for point, run_dir, resume_step in todo:
         try:
             point.config.validate()
-            key = (stack_key(point.config), resume_step) if stack > 1 and can_stack(point.config) else None
+            key = (stack_key(point.config), resume_step) if stack > 1 else None
         except ConfigError:
             key = None  # fails in its own job, with its own error
         groups.setdefault(key if key is not None else ("single", point.name), []).append((point, run_dir, resume_step))

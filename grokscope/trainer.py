@@ -1,10 +1,17 @@
-"""The training loop: one readable function, full batch or streamed, resumable, deterministic.
+"""The training core: K models of one architecture trained together, K = 1 being an ordinary run.
 
-`train(config, out_dir)` builds the task and a HookedTransformer, then runs AdamW for
-`config.train.epochs` optimizer steps. At every step in the checkpoint schedule it writes the
-weights, a metrics line and the resume state (optimizer moments, RNG, grad-filter memory),
-so a run killed at any moment and resumed with `resume=True` ends with exactly the metrics
-and weights of an uninterrupted run.
+`train(config, out_dir)` trains one run; `train_many(configs, out_dirs)` trains runs that
+differ only in their seeds as one stacked model (`grokscope.batched`): every weight has a
+leading model axis, the forward and backward are batched einsums over it, and one AdamW
+steps all of them (AdamW is elementwise, so that is K independent AdamWs; clipping is per
+model). Data is drawn on the device from (seed, step), so each model sees the batches it
+would see alone. At every step in the checkpoint schedule each model's weights, a metrics
+line and its resume state go to its own run folder -- written by a background thread, so
+the training loop never waits on the disk -- and a run killed at any moment and resumed
+with `resume=True` ends with exactly the metrics and weights of an uninterrupted one.
+
+This module imports no transformer-lens: checkpoints are HookedTransformer state_dicts,
+built as tensors, and a HookedTransformer is made only when a run's model is asked for.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import json
 import math
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from grokscope import batched
 from grokscope import checkpoints as ckpt
 from grokscope.config import RunConfig, TrainConfig
 from grokscope.constants import (
@@ -31,8 +41,7 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import LOSS_FNS
-from grokscope.model import build_model_for_task
+from grokscope.losses import per_model_loss
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
 
@@ -88,54 +97,6 @@ def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
         shutil.rmtree(out_dir)
 
 
-def train_step(model, optimizer, task, tokens, labels, tcfg, grad_filter=None) -> torch.Tensor:
-    """One optimizer step on one batch; returns the (float64) loss before the step."""
-    logits, targets = task.answer_logits(model, tokens, labels, fast=tcfg.fast_path)
-    loss = LOSS_FNS[tcfg.loss](logits, targets)
-    loss.backward()
-    if tcfg.orthograd:
-        orthogonalize_gradients(model)
-    if grad_filter is not None:  # Grokfast: amplify the slow gradient component
-        grad_filter(model)
-    if tcfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
-
-
-def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
-    """AdamW over every trainable parameter (weight decay on all, as in Nanda et al.)."""
-    return torch.optim.AdamW(
-        model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(tcfg.beta1, tcfg.beta2)
-    )
-
-
-def start_run_dir(out_dir: Path, config: RunConfig, task) -> None:
-    """Lay out a fresh run directory: checkpoints/, config.json, the split, an empty metrics file."""
-    (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(out_dir / CONFIG_FILENAME, config.to_json().encode())
-    ckpt.atomic_save_tensors(out_dir / SPLIT_FILENAME, task.split_tensors())
-    (out_dir / METRICS_FILENAME).write_text("")
-
-
-def log_step(out_dir: Path, step: int, lr: float, model, task: Task, optimizer, data_gen, grad_filter,
-             schedule: set[int], fast: bool) -> dict:
-    """Append one metrics line for `model` at `step`; at scheduled steps also save the weights
-    and the resume state (optimizer, RNG, grad-filter memory). Returns the metrics row.
-
-    Shared by `train` and the stacked trainer, so both write identical run folders.
-    """
-    row = {"step": step, **task.evaluate(model, fast=fast), "weight_norm": weight_norm(model), "lr": lr}
-    if step in schedule:
-        ckpt.save_weights(out_dir, step, model)
-    with open(out_dir / METRICS_FILENAME, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    if step in schedule:
-        ckpt.save_resume_state(out_dir, step, optimizer, data_gen, grad_filter)
-    return row
-
-
 def open_run(config: RunConfig | None, out_dir: Path, *, resume: bool, force: bool) -> RunConfig:
     """Check a run before anything is written: on resume, read its saved config; validate
     it; check (or, with `force`, clear) the folder and the device. Returns the config."""
@@ -161,35 +122,210 @@ def task_for_run(config: RunConfig, out_dir: Path, resume: bool) -> Task:
     return make_task(config.task, split, batch_size=config.train.batch_size)
 
 
-def start_or_resume(out_dir: Path, config: RunConfig, task: Task, model, optimizer, data_gen, grad_filter, *,
-                    resume: bool, restore_torch_rng: bool = True) -> int:
-    """Lay out a fresh run folder (returns 0), or restore a killed run's state into `model`,
-    `optimizer`, `data_gen` and `grad_filter` and return the step it resumes from.
+def task_for_run(config: RunConfig, out_dir: Path, resume: bool) -> Task:
+    """The run's task: with its saved split when resuming, a freshly seeded one otherwise."""
+    split = ckpt.load_tensors(Path(out_dir) / SPLIT_FILENAME) if resume else None
+    return make_task(config.task, split, batch_size=config.train.batch_size)
 
-    On resume the metrics past that step are dropped and DONE is removed, so the run ends
-    with exactly the files of an uninterrupted one.
-    """
-    if not resume:
-        start_run_dir(out_dir, config, task)
-        return 0
-    state = ckpt.load_resume_state(out_dir)
-    ckpt.load_checkpoint(model, out_dir / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(state.step))
-    device = next(model.parameters()).device
-    ckpt.optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in state.optimizer_tensors.items()},
-                                state.optimizer_meta)
-    if restore_torch_rng:
-        torch.set_rng_state(state.rng_torch)
-    data_gen.set_state(state.rng_data)
+
+def start_run_dir(out_dir: Path, config: RunConfig, task) -> None:
+    """Lay out a fresh run directory: checkpoints/, config.json, the split, an empty metrics file."""
+    (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_bytes(out_dir / CONFIG_FILENAME, config.to_json().encode())
+    ckpt.atomic_save_tensors(out_dir / SPLIT_FILENAME, task.split_tensors())
+    (out_dir / METRICS_FILENAME).write_text("")
+
+
+def stack_key(config: RunConfig) -> str:
+    """Configs with equal keys can be trained together: all fields equal but the seeds."""
+    d = config.to_dict()
+    d["model"]["seed"] = 0
+    d["task"]["split_seed"] = 0
+    d["preset"] = None
+    return RunConfig.from_dict(d).to_json()
+
+
+def check_stackable(configs: list[RunConfig]) -> None:
+    """Raise ConfigError unless every config is valid and they differ only in their seeds."""
+    for c in configs:
+        c.validate()
+    if len({stack_key(c) for c in configs}) != 1:
+        raise ConfigError("configs differ in more than their seeds: cannot train them together")
+
+
+def data_seed(config: RunConfig) -> int:
+    """The seed a run's streamed training data is drawn from (its model seed + 1)."""
+    return config.model.seed + 1
+
+
+def make_optimizer(weights: batched.Weights, tcfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over every trainable tensor (weight decay on all, as in Nanda et al.)."""
+    return torch.optim.AdamW(list(weights.values()), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
+                             betas=(tcfg.beta1, tcfg.beta2))
+
+
+def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: torch.optim.Optimizer,
+               tokens: torch.Tensor, labels: torch.Tensor, first: int, tcfg: TrainConfig,
+               grad_filter=None) -> torch.Tensor:
+    """One optimizer step of K models on their batches; returns their losses before the
+    step, (K,) float64 on the device (not synchronised)."""
+    logits = batched.logits_at(arch, weights, tokens, first, tcfg.fast_path)
+    losses = per_model_loss(tcfg.loss, logits, labels)
+    losses.sum().backward()  # the models share no weights: each gets its own gradient
+    if tcfg.orthograd:
+        orthogonalize_gradients(weights)
+    if grad_filter is not None:  # Grokfast: amplify the slow gradient component
+        grad_filter(weights)
+    if tcfg.grad_clip > 0:
+        batched.clip_grad_norms_(weights, tcfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return losses.detach()
+
+
+class TaskGroups:
+    """The K models' tasks, grouped: models whose task configs are equal share one task
+    object (and, for full-batch tasks, one batch)."""
+
+    def __init__(self, tasks: list[Task], seeds: list[int], device: torch.device):
+        self.tasks, self.device, self.K = tasks, device, len(tasks)
+        self.groups: list[tuple[Task, torch.Tensor]] = []
+        for k, task in enumerate(tasks):
+            for i, (t, _) in enumerate(self.groups):
+                if t is task:
+                    self.groups[i] = (t, torch.cat([self.groups[i][1], torch.tensor([k])]))
+                    break
+            else:
+                self.groups.append((task, torch.tensor([k])))
+        self.seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
+        self.eval_inputs = [{n: x.to(device) for n, x in t.eval_inputs().items()} for t, _ in self.groups]
+
+    def train_data(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every model's batch of `step`: shared (batch, ...) or per model (K, batch, ...)."""
+        if len(self.groups) == 1:
+            return self.groups[0][0].train_data(step, self.seeds, self.device)
+        parts = []
+        for task, idx in self.groups:
+            tokens, labels = task.train_data(step, self.seeds[idx.to(self.device)], self.device)
+            if tokens.dim() == 2:  # a shared batch: one copy per model of the group
+                tokens, labels = tokens.expand(len(idx), *tokens.shape), labels.expand(len(idx), *labels.shape)
+            parts.append((idx, tokens, labels))
+        tokens = torch.empty(self.K, *parts[0][1].shape[1:], dtype=parts[0][1].dtype, device=self.device)
+        labels = torch.empty(self.K, *parts[0][2].shape[1:], dtype=parts[0][2].dtype, device=self.device)
+        for idx, t, lb in parts:
+            tokens[idx.to(self.device)], labels[idx.to(self.device)] = t, lb
+        return tokens, labels
+
+    @torch.no_grad()
+    def evaluate(self, arch: batched.Architecture, weights: batched.Weights, fast: bool,
+                 max_rows: int = 1 << 16) -> dict[str, torch.Tensor]:
+        """Each model's metrics on its task's eval sets: name -> (K,) tensor on the device
+        (no host sync). Inputs are chunked so K x rows stays near `max_rows`."""
+        out: dict[str, torch.Tensor] = {}
+        for (task, idx), inputs in zip(self.groups, self.eval_inputs):
+            w = weights if len(self.groups) == 1 else {n: t[idx.to(self.device)] for n, t in weights.items()}
+            chunk = max(1, max_rows // len(idx))
+            logits = {name: torch.cat([batched.logits_at(arch, w, x[i : i + chunk], task.answer_start, fast)
+                                       for i in range(0, len(x), chunk)], dim=1)
+                      for name, x in inputs.items()}
+            for name, value in task.eval_metrics(logits).items():
+                if name not in out:
+                    out[name] = torch.full((self.K,), float("nan"), dtype=value.dtype, device=self.device)
+                out[name][idx.to(self.device)] = value
+        return out
+
+
+class RunWriter:
+    """Writes the run folders on one background thread, in the order jobs are submitted, so
+    the training loop never waits on the disk. Every file is still written atomically; a
+    failed write is raised on the training thread at the next submit or at `close`."""
+
+    def __init__(self, max_pending: int = 16):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokscope-writer")
+        self.pending: deque[Future] = deque()
+        self.max_pending = max_pending  # bounds the snapshots held in memory
+        self.last_rows: list[dict] | None = None
+
+    def submit(self, fn, *args) -> None:
+        """Queue `fn(*args)`; raise the error of any finished job that failed."""
+        while self.pending and (self.pending[0].done() or len(self.pending) >= self.max_pending):
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first failure."""
+        self.pool.shutdown(wait=True)
+        while self.pending:
+            self.pending.popleft().result()
+
+
+def optimizer_snapshot(optimizer: torch.optim.Optimizer, weights: batched.Weights) -> list[dict[str, torch.Tensor]]:
+    """Copies of AdamW's state per parameter (in weights' order): step, exp_avg, exp_avg_sq."""
+    out = []
+    for w in weights.values():
+        st = optimizer.state.get(w, {})
+        out.append({k: v.detach().clone() for k, v in st.items() if torch.is_tensor(v)})
+    return out
+
+
+def optimizer_meta(optimizer: torch.optim.Optimizer) -> str:
+    """The optimizer's settings (lr, betas, weight decay, ...) as JSON, for the resume file."""
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return json.dumps({"param_groups": groups}, default=float)
+
+
+def write_log_step(out_dirs: list[Path], arch: batched.Architecture, step: int, lr: float,
+                   metrics: dict[str, torch.Tensor], norms: torch.Tensor, snapshot, writer: RunWriter) -> None:
+    """(On the writer thread.) Each model's metrics line at `step`; with a snapshot (weights,
+    optimizer state, filter tensors, optimizer meta), first its checkpoint and then, after
+    the metrics line, its resume state."""
+    values = {name: v.cpu().tolist() for name, v in metrics.items()}
+    norms = norms.cpu().tolist()
+    rows = []
+    for k, out_dir in enumerate(out_dirs):
+        row = {"step": step, **{name: v[k] for name, v in values.items()}, "weight_norm": norms[k], "lr": lr}
+        if snapshot is not None:
+            ckpt.save_weights(out_dir, step, batched.state_dict(arch, snapshot[0], k))
+        with open(out_dir / METRICS_FILENAME, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if snapshot is not None:
+            weights, opt_state, filter_state, meta = snapshot
+            opt = {f"opt.{i}.{key}": (v if key == "step" else v[k]) for i, st in enumerate(opt_state)
+                   for key, v in st.items()}
+            ckpt.save_resume_state(out_dir, step, opt, meta, filter_state(k) if filter_state else None)
+        rows.append(row)
+    writer.last_rows = rows
+
+
+def restore(out_dirs: list[Path], arch: batched.Architecture, weights: batched.Weights,
+            optimizer: torch.optim.Optimizer, grad_filter) -> int:
+    """Load each killed run's newest resume state into the stacked weights, AdamW moments and
+    grad-filter memory; drop metrics past that step and DONE. Returns the step."""
+    states = [ckpt.load_resume_state(d) for d in out_dirs]
+    steps = sorted({s.step for s in states})
+    if len(steps) != 1:
+        raise ConfigError(f"runs trained together must resume from the same step, got {steps}")
+    step = steps[0]
+    device = next(iter(weights.values())).device
+    saved = [ckpt.load_tensors(d / CHECKPOINTS_DIRNAME / ckpt.checkpoint_filename(step)) for d in out_dirs]
+    stacked = batched.stack_state_dicts(arch, saved, device)
+    with torch.no_grad():
+        for name, w in weights.items():
+            w.copy_(stacked[name])
+    for i, w in enumerate(weights.values()):
+        keys = [f"opt.{i}.step", f"opt.{i}.exp_avg", f"opt.{i}.exp_avg_sq"]
+        if all(k in states[0].optimizer_tensors for k in keys):
+            optimizer.state[w] = {
+                "step": states[0].optimizer_tensors[keys[0]].clone(),
+                "exp_avg": torch.stack([s.optimizer_tensors[keys[1]] for s in states]).to(device),
+                "exp_avg_sq": torch.stack([s.optimizer_tensors[keys[2]] for s in states]).to(device),
+            }
     if grad_filter is not None:
-        grad_filter.load_state_tensors({k: v.to(device) for k, v in state.filter_tensors.items()})
-    ckpt.truncate_metrics(out_dir / METRICS_FILENAME, state.step)
-    (out_dir / DONE_FILENAME).unlink(missing_ok=True)
-    return state.step
-
-
-def data_generator(config: RunConfig) -> torch.Generator:
-    """The generator streamed tasks draw batches from (part of the resume state)."""
-    return torch.Generator().manual_seed(config.model.seed + 1)
+        grad_filter.load_state_tensors([{k: v.to(device) for k, v in s.filter_tensors.items()} for s in states])
+    for d in out_dirs:
+        ckpt.truncate_metrics(d / METRICS_FILENAME, step)
+        (d / DONE_FILENAME).unlink(missing_ok=True)
+    return step
 
 
 def train(
@@ -207,43 +343,95 @@ def train(
     if out_dir is None:
         name = config.preset or config.task.task
         out_dir = Path("checkpoints") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir = Path(out_dir)
-    config = open_run(config, out_dir, resume=resume, force=force)
-    tcfg = config.train
+    return train_many([config], [out_dir], resume=resume, force=force, progress=progress)[0]
+
+
+def train_many(
+    configs: list[RunConfig] | None,
+    out_dirs: list[str | Path],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> list:
+    """Train runs that differ only in their seeds together, one folder each, and return
+    their loaded `Run`s. With `resume`, every folder must hold a run saved at the same step
+    (`configs` may then be None: the saved ones are used)."""
+    out_dirs = [Path(d) for d in out_dirs]
+    if resume:
+        configs = [None] * len(out_dirs)
+    if not configs or len(configs) != len(out_dirs):
+        raise ConfigError("train_many needs one output folder per config")
+    if len({d.resolve() for d in out_dirs}) != len(out_dirs):
+        raise ConfigError("train_many needs a different output folder for every run")
+    if not resume:
+        check_stackable(configs)  # before any folder is touched
+    configs = [open_run(c, d, resume=resume, force=force) for c, d in zip(configs, out_dirs)]
+    check_stackable(configs)
+    K, tcfg = len(configs), configs[0].train
     device = torch.device(tcfg.device)
 
-    # --- task, model, optimizer ------------------------------------------------------------
-    task = task_for_run(config, out_dir, resume)
-    model = build_model_for_task(config.model, task, device=tcfg.device)
-    optimizer = make_optimizer(model, tcfg)
+    # --- tasks (equal task configs share one), weights, optimizer ---------------------------
+    tasks, by_key = [], {}
+    for c, d in zip(configs, out_dirs):
+        key = json.dumps(c.to_dict()["task"], sort_keys=True)
+        if resume or key not in by_key:
+            by_key[key] = task_for_run(c, d, resume)
+        tasks.append(by_key[key])
+    groups = TaskGroups(tasks, [data_seed(c) for c in configs], device)
+    arch = batched.Architecture.for_task(configs[0].model, tasks[0])
+    weights = {n: w.requires_grad_(True) for n, w in
+               batched.init_weights(arch, [c.model.seed for c in configs], device).items()}
+    optimizer = make_optimizer(weights, tcfg)
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
-    data_gen = data_generator(config)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
-    start = start_or_resume(out_dir, config, task, model, optimizer, data_gen, grad_filter, resume=resume)
+    first = tasks[0].answer_start
 
-    def log_and_save(step: int, lr: float) -> dict:
-        return log_step(out_dir, step, lr, model, task, optimizer, data_gen, grad_filter, schedule, tcfg.fast_path)
+    if resume:
+        start = restore(out_dirs, arch, weights, optimizer, grad_filter)
+    else:
+        for c, d, t in zip(configs, out_dirs, tasks):
+            start_run_dir(d, c, t)
+        start = 0
 
-    if start == 0 and not resume:
-        log_and_save(0, lr_at(0, tcfg))
+    writer = RunWriter()
 
-    bar = tqdm(total=tcfg.epochs, initial=start, disable=not progress, desc=out_dir.name, dynamic_ncols=True)
-    model.train()
-    for step in range(start, tcfg.epochs):
-        lr = lr_at(step, tcfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        tokens, labels = task.train_batch(step, data_gen, device)
-        train_step(model, optimizer, task, tokens, labels, tcfg, grad_filter)
+    def log(step: int, lr: float) -> None:
+        # Metrics stay on the device; copies of what a checkpoint needs are taken now, and
+        # the writer thread moves them to the host and writes the files.
+        metrics = groups.evaluate(arch, weights, tcfg.fast_path)
+        norms = batched.weight_norms(weights)
+        snapshot = None
+        if step in schedule:
+            filt = grad_filter.snapshot().state_tensors if grad_filter is not None else None
+            snapshot = ({n: w.detach().clone() for n, w in weights.items()}, optimizer_snapshot(optimizer, weights),
+                        filt, optimizer_meta(optimizer))
+        writer.submit(write_log_step, out_dirs, arch, step, lr, metrics, norms, snapshot, writer)
 
-        done = step + 1  # weights now reflect `done` optimizer steps
-        if done % tcfg.log_every == 0 or done in schedule:
-            row = log_and_save(done, lr)
-            bar.set_postfix(
-                train_loss=f"{row['train_loss']:.3g}", test_loss=f"{row['test_loss']:.3g}",
-                train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}",
-            )
-        bar.update(1)
-    bar.close()
-    (out_dir / DONE_FILENAME).write_text("done\n")
-    return load_run(out_dir)
+    bar = tqdm(total=tcfg.epochs, initial=start, disable=not progress, dynamic_ncols=True,
+               desc=out_dirs[0].name if K == 1 else f"{K} runs")
+    try:
+        if start == 0:
+            log(0, lr_at(0, tcfg))
+        for step in range(start, tcfg.epochs):
+            lr = lr_at(step, tcfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            tokens, labels = groups.train_data(step)
+            train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+
+            done = step + 1  # weights now reflect `done` optimizer steps
+            if done % tcfg.log_every == 0 or done in schedule:
+                log(done, lr)
+                rows = writer.last_rows  # the newest rows already written (no wait)
+                if rows:
+                    best = max(rows, key=lambda r: r["test_acc"])
+                    bar.set_postfix(train_loss=f"{best['train_loss']:.3g}", test_loss=f"{best['test_loss']:.3g}",
+                                    train_acc=f"{best['train_acc']:.3f}", test_acc=f"{best['test_acc']:.3f}")
+            bar.update(1)
+    finally:
+        bar.close()
+        writer.close()  # every queued write lands, also when training stopped on an error
+    for d in out_dirs:
+        (d / DONE_FILENAME).write_text("done\n")
+    return [load_run(d) for d in out_dirs]

@@ -58,7 +58,7 @@ def test_fast_path_gradients_match(cfg):
 def test_multi_position_fast_path_logits_and_gradients_match(cfg):
     task = make_task(TaskConfig(task="addition", n_digits=4, curriculum="1-4:10"), batch_size=64)
     model = _perturbed(build_model_for_task(cfg, task), seed=1)
-    tokens, labels = task.train_batch(0, torch.Generator().manual_seed(0), "cpu")
+    tokens, labels = (x[0] for x in task.train_data(0, torch.tensor([0]), "cpu"))
     first = task.eq_pos
     ref_logits = model(tokens)[:, first:]
     fast_logits, post = answer_position_forward(model, tokens, first)

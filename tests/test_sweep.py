@@ -16,7 +16,7 @@ import pytest
 import grokscope
 from grokscope.errors import ConfigError
 from grokscope.constants import DONE_FILENAME, FAILED_FILENAME, METRICS_FILENAME, SWEEP_STATUS_FILENAME
-from grokscope.stacked import max_abs_weight_difference
+from grokscope.run import max_abs_weight_difference
 from grokscope.sweep import parse_spec, read_status, run_sweep
 from grokscope.sweep_report import is_sweep_dir
 from tests.sweep_helpers import BLOCKED, block_point, tiny_dict, tiny_spec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
+from grokscope.run import max_abs_weight_difference
 from grokscope.trainer import lr_at
 
 
@@ -216,3 +218,78 @@ def test_changing_d_model_or_heads_derives_d_head():
         grokscope.preset("nanda").replace(d_model=64, d_head=30).validate()
     with pytest.raises(ConfigError, match="inconsistent head sizes"):
         grokscope.preset("nanda").replace(d_model=66, n_heads=4).validate()  # 4 * 16 != 66
+
+
+# --- several runs trained together (train_many) ---------------------------------------------
+
+def _first_losses(run):
+    return run.metrics.set_index("step")["train_loss"]
+
+
+@pytest.mark.parametrize("split_seeds", [(598, 598, 598), (1, 2, 3)])
+def test_runs_trained_together_match_runs_trained_alone(tmp_path, tiny_config, split_seeds):
+    """K = 3 in one batched step against K = 1 each: the loss before any step is the same to
+    the last bit; after 200 AdamW steps the weights agree to float32 round-off (measured
+    ~1e-6). Equal splits share one batch; different splits get one batch per model."""
+    cfgs = [tiny_config.replace(seed=s, split_seed=ss, epochs=200, n_checkpoints=5, n_log_checkpoints=0,
+                                log_every=50) for s, ss in zip((0, 1, 2), split_seeds)]
+    together = trainer.train_many(cfgs, [tmp_path / f"t{i}" for i in range(3)], progress=False)
+    for i, (cfg, run) in enumerate(zip(cfgs, together)):
+        alone = grokscope.train(cfg, tmp_path / f"a{i}", progress=False)
+        assert run.steps == alone.steps and run.finished
+        assert _first_losses(run)[0] == _first_losses(alone)[0]  # exact at step 0
+        assert max_abs_weight_difference(run, alone) <= 1e-4
+        assert (run.metrics["test_loss"] - alone.metrics["test_loss"]).abs().max() <= 1e-4
+    assert max_abs_weight_difference(together[0], together[1]) > 0.1  # the seeds really differ
+
+
+def test_streamed_runs_trained_together_with_clipping_match_and_resume(tmp_path, monkeypatch):
+    """Adder runs draw their own batches (a function of seed and step); per-model gradient
+    clipping; a group stopped mid-run resumes to exactly the uninterrupted group, and one
+    member resumes alone from the same files."""
+    base = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:60", epochs=60, batch_size=32,
+                                                 warmup_steps=5, log_every=10, grad_clip=0.05,
+                                                 n_checkpoints=4, n_log_checkpoints=0)
+    cfgs = [base.replace(seed=s) for s in (0, 1)]
+    runs = trainer.train_many(cfgs, [tmp_path / f"s{i}" for i in range(2)], progress=False)
+    singles = [grokscope.train(c, tmp_path / f"r{i}", progress=False) for i, c in enumerate(cfgs)]
+    for run, single in zip(runs, singles):
+        assert _first_losses(run)[0] == _first_losses(single)[0]
+        assert max_abs_weight_difference(run, single) <= 1e-4
+        assert run.metrics["test_loss"].iloc[-1] == pytest.approx(single.metrics["test_loss"].iloc[-1], rel=1e-3)
+    unclipped = grokscope.train(cfgs[0].replace(grad_clip=0.0), tmp_path / "u", progress=False)
+    assert max_abs_weight_difference(unclipped, singles[0]) > 1e-2  # the clip really bit
+
+    # A group that dies at step 27 resumes (from its last checkpoint, 15) to exactly the
+    # uninterrupted group; one member then resumes alone from the same kind of files.
+    real_step, calls = trainer.train_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 28:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    dirs = [tmp_path / f"h{i}" for i in range(2)]
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "train_step", dying_step)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train_many(cfgs, dirs, progress=False)
+    # every write queued before the kill landed: checkpoints to 15, metrics lines to 20
+    assert [(grokscope.load_run(d).steps[-1], grokscope.load_run(d).metrics["step"].iloc[-1]) for d in dirs] \
+        == [(15, 20), (15, 20)]
+    shutil.copytree(dirs[1], tmp_path / "solo")
+    resumed = trainer.train_many(None, dirs, resume=True, progress=False)
+    for run, res in zip(runs, resumed):
+        assert (run.path / METRICS_FILENAME).read_text() == (res.path / METRICS_FILENAME).read_text()
+        assert max_abs_weight_difference(run, res) == 0.0
+    alone = grokscope.train(None, tmp_path / "solo", resume=True, progress=False)
+    assert alone.finished and max_abs_weight_difference(alone, resumed[1]) <= 1e-4
+
+
+def test_train_many_refuses_mixed_configs_and_shared_folders(tmp_path, tiny_config):
+    with pytest.raises(ConfigError, match="differ in more than their seeds"):
+        trainer.train_many([tiny_config, tiny_config.replace(lr=0.5)], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ConfigError, match="different output folder"):
+        trainer.train_many([tiny_config, tiny_config.replace(seed=2)], [tmp_path / "a", tmp_path / "a"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written

@@ -35,10 +35,13 @@ TaskConfig = Any
 class Task(Protocol):
     """A dataset a model is trained and scored on: what the trainer and the analyses use.
 
-    `d_vocab`, `d_vocab_out`, `n_ctx` size the model. `train_batch` returns the batch of
-    optimizer step `step` (drawing from `generator` for streamed tasks, so a resumed run
-    draws the same batches). `answer_logits` maps a batch to (logits, targets) rows that
-    the loss compares. `evaluate` returns at least train/test loss and accuracy.
+    `d_vocab`, `d_vocab_out`, `n_ctx` size the model; the loss is on the logits at positions
+    `answer_start`.. of the model's input. `train_data` returns the batch of optimizer step
+    `step` for K models at once, a pure function of (model seed, step) so a resumed run
+    draws the same batches and each model's stream is independent of K. `eval_inputs` and
+    `eval_metrics` score K models on the fixed evaluation sets (the trainer calls them at
+    every log step); `evaluate` is the same for one HookedTransformer. `answer_logits` maps
+    a batch to the (logits, targets) rows a HookedTransformer's loss compares.
     `split_tensors` is what is saved as split.safetensors and handed back to the task's
     builder when the run is loaded.
     """
@@ -52,8 +55,21 @@ class Task(Protocol):
         """Tensors that fix the run's data (train/test split or eval sets), saved with it."""
         ...
 
-    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
-        """(tokens, labels) of optimizer step `step`, on `device`."""
+    answer_start: int
+
+    def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
+        """(tokens, labels) of optimizer step `step` for K models with data seeds `seeds`
+        (K,), on `device`: tokens (batch, pos) and labels (batch, n_ans) when every model
+        sees the same batch, (K, batch, pos) and (K, batch, n_ans) otherwise."""
+        ...
+
+    def eval_inputs(self) -> dict[str, Tensor]:
+        """The fixed evaluation inputs by name, each (n, pos) tokens on the CPU."""
+        ...
+
+    def eval_metrics(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Metrics of K models from their answer logits (K, n, n_ans, vocab) on each eval
+        input: name -> (K,) tensor (train/test loss and accuracy at least)."""
         ...
 
     def answer_logits(self, model, tokens: Tensor, labels: Tensor | None,

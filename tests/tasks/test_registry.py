@@ -22,7 +22,7 @@ from grokscope.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
 from grokscope.errors import ConfigError
 from grokscope.fastpath import last_position_logits, supports_fast_path
 from grokscope.figures import Figure, loss_accuracy_figure
-from grokscope.losses import accuracy, cross_entropy
+from grokscope.losses import accuracy, cross_entropy, per_model_loss
 from grokscope.tasks import Task, TaskSpec, get_task, make_task, register_task, task_names, unregister_task
 
 EQ = 2
@@ -52,8 +52,23 @@ class ParityTask:
     def split_tensors(self):
         return {"train_idx": self.train_idx, "test_idx": self.test_idx}
 
-    def train_batch(self, step, generator, device):
-        return self.tokens[self.train_idx].to(device), self.labels[self.train_idx].to(device)
+    @property
+    def answer_start(self):
+        return self.n_ctx - 1
+
+    def train_data(self, step, seeds, device):  # full batch, shared by every model
+        return self.tokens[self.train_idx].to(device), self.labels[self.train_idx, None].to(device)
+
+    def eval_inputs(self):
+        return {"all": self.tokens}
+
+    def eval_metrics(self, logits):
+        lg = logits["all"][:, :, -1]
+        out = {}
+        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
+            out[f"{split}_loss"] = per_model_loss("cross_entropy", lg[:, idx, None], self.labels[idx, None])
+            out[f"{split}_acc"] = (lg[:, idx].argmax(-1) == self.labels[idx]).double().mean(-1)
+        return out
 
     def answer_logits(self, model, tokens, labels, fast=True):
         if fast and supports_fast_path(model):

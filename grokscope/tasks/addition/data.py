@@ -1,4 +1,4 @@
-"""n-digit decimal addition in the 777-adder format, streamed from a seeded generator.
+"""n-digit decimal addition in the 777-adder format, streamed fresh every step.
 
 Format (see `grokscope.tasks.addition.format`): ``a`` and ``b`` zero-padded to n digits, most
 significant first, ``+`` (10) and ``=`` (11) delimiters, then the n + 1 digits of the sum
@@ -7,10 +7,13 @@ The model reads the first 3n + 3 tokens; loss and accuracy are on the n + 2 answ
 only, answer token i (i = 0 is the units digit, i = n + 1 is EOS) being predicted at
 position 2n + 1 + i (position 2n + 1 is the ``=``).
 
-Training batches are drawn fresh every step from the trainer's seeded generator (so a
-resumed run draws exactly the batches an uninterrupted one would): each sample draws its
-digit count k uniformly from the current curriculum stage's lo..hi and both operands
-uniformly from [0, 10^k) (k independent uniform digits, the higher ones zeroed).
+Training batches are drawn fresh every step, on the training device, for all K models in
+one call: each sample draws its digit count k uniformly from the current curriculum
+stage's lo..hi and both operands uniformly from [0, 10^k) (k independent uniform digits,
+the higher ones zeroed). The random numbers are a counter-based hash of (data seed, step,
+position in the batch) (`counter_uniform`), so model k's stream does not depend on K or
+on the device, and a resumed run draws exactly the batches an uninterrupted one would
+with no generator state to save.
 
 Evaluation (cheap, teacher-forced, every log step) uses two fixed sets, seeded by
 ``split_seed`` and saved with the run: ``test`` = 2,000 pairs uniform in [0, 10^n) (full
@@ -28,7 +31,7 @@ from torch import Tensor
 from grokscope.config import TaskConfig
 from grokscope.errors import ConfigError
 from grokscope.fastpath import answer_position_forward, supports_fast_path
-from grokscope.losses import cross_entropy
+from grokscope.losses import per_model_loss
 from grokscope.tasks.addition.format import (
     EOS,
     EQ,
@@ -120,6 +123,55 @@ def sample_operand_digits(
     return d[:, 0], d[:, 1]
 
 
+MASK32 = 0xFFFF_FFFF
+HASH_MULTIPLIER = 0x45D9F3B  # < 2^31, so products of 32-bit values stay inside int64
+
+
+def mix32(x: Int[Tensor, "*s"]) -> Int[Tensor, "*s"]:
+    """A 32-bit integer hash (xorshift-multiply rounds) of int64 values in [0, 2^32)."""
+    x = ((x >> 16) ^ x) * HASH_MULTIPLIER & MASK32
+    x = ((x >> 16) ^ x) * HASH_MULTIPLIER & MASK32
+    return (x >> 16) ^ x
+
+
+def counter_uniform(seeds: Int[Tensor, "K"], step: int, shape: tuple[int, ...]) -> Int[Tensor, "K *shape"]:
+    """Pseudo-random int64 values uniform in [0, 2^32): a hash of (seed, step, index), so
+    any model's numbers at any step are reproducible alone, on any device."""
+    h = mix32((seeds.long() & MASK32) ^ 0x5EED)
+    h = mix32(h ^ (step & MASK32))
+    n = 1
+    for d in shape:
+        n *= d
+    index = torch.arange(n, device=seeds.device).view(shape)
+    return mix32(mix32(h.view(-1, *([1] * len(shape))) ^ index))
+
+
+def sample_operand_digits_counter(
+    seeds: Int[Tensor, "K"], step: int, batch: int, lo: int, hi: int, n_digits: int
+) -> tuple[Int[Tensor, "K b n"], Int[Tensor, "K b n"]]:
+    """`sample_operand_digits` for K models from `counter_uniform` numbers (on seeds' device)."""
+    r = counter_uniform(seeds, step, (batch, 2 * n_digits + 1))
+    k = lo + r[..., 0] % (hi - lo + 1)  # (K, batch) digit counts
+    d = (r[..., 1:] % 10).view(*r.shape[:2], 2, n_digits)
+    keep = torch.arange(n_digits, device=seeds.device) >= (n_digits - k)[..., None]  # the k low digits
+    d = d * keep[..., None, :]
+    return d[..., 0, :], d[..., 1, :]
+
+
+def model_inputs_from_digits(a: Int[Tensor, "*K b n"], b: Int[Tensor, "*K b n"]
+                             ) -> tuple[Int[Tensor, "*K b inp"], Int[Tensor, "*K b ans"]]:
+    """(model input (…, 3n + 3), labels (…, n + 2)) for operand digit rows, vectorised over
+    any leading axes: the sum's digits come from int64 arithmetic, not a carry loop."""
+    n = a.shape[-1]
+    total = digits_to_int(a) + digits_to_int(b)
+    place = 10 ** torch.arange(n + 1, device=a.device, dtype=torch.int64)  # units first
+    sum_rev = (total[..., None] // place) % 10
+    col = lambda tok: torch.full((*a.shape[:-1], 1), tok, dtype=torch.int64, device=a.device)  # noqa: E731
+    tokens = torch.cat([a.long(), col(PLUS), b.long(), col(EQ), sum_rev], dim=-1)
+    labels = torch.cat([sum_rev, col(EOS)], dim=-1)
+    return tokens, labels
+
+
 # --- the task ------------------------------------------------------------------------------
 
 class AdditionTask:
@@ -189,16 +241,43 @@ class AdditionTask:
         return seq[:, :-1], seq[:, self.eq_pos + 1 :]
 
     # --- the `Task` protocol (grokscope.tasks.registry) ------------------------------------
-    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
-        """A fresh batch drawn from `generator` at the curriculum stage of `step`.
+    @property
+    def answer_start(self) -> int:
+        """The `=` position, which predicts the units digit; the n + 1 after it predict the rest."""
+        return self.eq_pos
 
-        Returns (tokens (batch, 3n + 3), labels (batch, n + 2)) on `device`; the batch size
-        is TrainConfig.batch_size (0 = 512), given when the task was built.
-        """
+    def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
+        """Fresh batches for K models at the curriculum stage of `step`, drawn on `device`
+        from `counter_uniform`: tokens (K, batch, 3n + 3), labels (K, batch, n + 2)."""
         lo, hi = self.stage_at(step)
-        a, b = sample_operand_digits(generator, self.batch_size, lo, hi, self.n_digits)
-        tokens, labels = self.split_sequences(build_sequences(a, b))
-        return tokens.to(device), labels.to(device)
+        a, b = sample_operand_digits_counter(seeds.to(device), step, self.batch_size, lo, hi, self.n_digits)
+        return model_inputs_from_digits(a, b)
+
+    def eval_inputs(self) -> dict[str, Tensor]:
+        """The fixed train-distribution and test sets' model inputs (n, 3n + 3)."""
+        return {"train": self.train_tokens[:, :-1], "test": self.test_tokens[:, :-1]}
+
+    def eval_metrics(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Teacher-forced metrics of K models from logits (K, n, n + 2, vocab) on each set.
+
+        ``{train,test}_loss``: float64 cross-entropy over all answer tokens; ``{train,test}_acc``:
+        exact match (every answer token, EOS included, is the argmax); ``test_token_acc``;
+        ``test_digit{i}_acc`` for answer digit i = 0 (units) .. n; ``test_eos_acc``.
+        """
+        out: dict[str, Tensor] = {}
+        for split, seq in (("train", self.train_tokens), ("test", self.test_tokens)):
+            lg = logits[split]
+            labels = self.split_sequences(seq)[1].to(lg.device)
+            out[f"{split}_loss"] = per_model_loss("cross_entropy", lg, labels)
+            right = lg.argmax(-1) == labels  # (K, n, n + 2)
+            out[f"{split}_acc"] = right.all(-1).double().mean(-1)
+            if split == "test":
+                out["test_token_acc"] = right.double().mean((1, 2))
+                per = right.double().mean(1)  # (K, n + 2)
+                for i in range(self.n_digits + 1):
+                    out[f"test_digit{i}_acc"] = per[:, i]
+                out["test_eos_acc"] = per[:, -1]
+        return out
 
     def answer_logits(self, model, tokens: Int[Tensor, "batch inp"], labels: Int[Tensor, "batch ans"] | None,
                       fast: bool = True) -> tuple[Float[Tensor, "rows vocab"], Int[Tensor, "rows"] | None]:
@@ -226,25 +305,10 @@ class AdditionTask:
 
     @torch.no_grad()
     def evaluate(self, model, fast: bool = True) -> dict[str, float]:
-        """Teacher-forced metrics on the fixed eval sets.
-
-        ``{train,test}_loss``: float64 cross-entropy over all answer tokens; ``{train,test}_acc``:
-        exact match (every answer token, EOS included, is the argmax); ``test_token_acc``;
-        ``test_digit{i}_acc`` for answer digit i = 0 (units) .. n; ``test_eos_acc``.
-        """
+        """`eval_metrics` of one HookedTransformer, as floats."""
         was_training = model.training
         model.eval()
-        out: dict[str, float] = {}
-        for split, seq in (("train", self.train_tokens), ("test", self.test_tokens)):
-            logits, labels = self.answer_predictions(model, seq, fast)
-            out[f"{split}_loss"] = cross_entropy(logits.flatten(0, 1), labels.flatten()).item()
-            right = logits.argmax(-1) == labels  # (b, n + 2)
-            out[f"{split}_acc"] = right.all(-1).double().mean().item()
-            if split == "test":
-                out["test_token_acc"] = right.double().mean().item()
-                per = right.double().mean(0)
-                for i in range(self.n_digits + 1):
-                    out[f"test_digit{i}_acc"] = per[i].item()
-                out["test_eos_acc"] = per[-1].item()
+        logits = {split: self.answer_predictions(model, seq, fast)[0][None]
+                  for split, seq in (("train", self.train_tokens), ("test", self.test_tokens))}
         model.train(was_training)
-        return out
+        return {k: v.item() for k, v in self.eval_metrics(logits).items()}

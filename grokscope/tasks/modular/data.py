@@ -15,7 +15,7 @@ from torch import Tensor
 from grokscope.config import TaskConfig
 from grokscope.errors import ConfigError
 from grokscope.fastpath import last_position_logits, supports_fast_path
-from grokscope.losses import accuracy, cross_entropy
+from grokscope.losses import per_model_loss
 from grokscope.tasks.modular.config import is_prime
 
 
@@ -117,23 +117,47 @@ class ModularTask:
         return {"train_idx": self.train_idx.contiguous(), "test_idx": self.test_idx.contiguous()}
 
     # --- the `Task` protocol (grokscope.tasks.registry) ------------------------------------
-    def train_batch(self, step: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor]:
-        """The full training set every step (full-batch training); cached on the device."""
+    @property
+    def answer_start(self) -> int:
+        """The model answers at the `=` position, the last one."""
+        return self.n_ctx - 1
+
+    def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
+        """The full training set every step (full-batch training), shared by every model and
+        cached on the device: tokens (n_train, 3), labels (n_train, 1)."""
         key = str(device)
         if self._batch_device != key:
-            self._batch = (self.tokens[self.train_idx].to(device), self.labels[self.train_idx].to(device))
+            self._batch = (self.tokens[self.train_idx].to(device), self.labels[self.train_idx, None].to(device))
             self._batch_device = key
         return self._batch
 
+    def eval_inputs(self) -> dict[str, Tensor]:
+        """Every enumerated pair (train and test are index sets into it)."""
+        return {"all": self.tokens}
+
+    def eval_metrics(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+        """train/test loss (float64 cross-entropy) and accuracy of K models, from their
+        logits (K, n, 1, p) on every pair."""
+        out = {}
+        all_logits = logits["all"][:, :, -1]
+        labels = self.labels.to(all_logits.device)
+        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
+            idx = idx.to(all_logits.device)
+            lg, lb = all_logits[:, idx], labels[idx]
+            out[f"{split}_loss"] = per_model_loss("cross_entropy", lg[:, :, None], lb[:, None])
+            out[f"{split}_acc"] = (lg.argmax(-1) == lb).double().mean(-1)
+        return out
+
     def answer_logits(self, model, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], fast: bool = True):
-        """(logits at the `=` position, labels); through the 1-layer fast path when it applies."""
+        """(logits at the `=` position, labels) of a HookedTransformer; through the 1-layer
+        fast path when it applies."""
         if fast and supports_fast_path(model):
             return last_position_logits(model, tokens), labels
         return model(tokens)[:, -1, :], labels
 
     @torch.no_grad()
     def all_logits(self, model, fast: bool = True, batch_size: int = 16_384) -> Tensor:
-        """Answer logits (n, p) for every enumerated example, on the CPU."""
+        """Answer logits (n, p) of a HookedTransformer for every enumerated example, on the CPU."""
         device = next(model.parameters()).device
         chunks = []
         for i in range(0, len(self), batch_size):
@@ -143,13 +167,9 @@ class ModularTask:
 
     @torch.no_grad()
     def evaluate(self, model, fast: bool = True) -> dict[str, float]:
-        """Loss (float64 cross-entropy) and accuracy on train and test."""
+        """`eval_metrics` of one HookedTransformer, as floats."""
         was_training = model.training
         model.eval()
         logits = self.all_logits(model, fast)
         model.train(was_training)
-        out = {}
-        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
-            out[f"{split}_loss"] = cross_entropy(logits[idx], self.labels[idx]).item()
-            out[f"{split}_acc"] = accuracy(logits[idx], self.labels[idx])
-        return out
+        return {k: v.item() for k, v in self.eval_metrics({"all": logits[None, :, None]}).items()}

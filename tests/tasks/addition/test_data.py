@@ -26,10 +26,13 @@ from grokscope.tasks import make_task
 from grokscope.tasks.addition import (
     AdditionTask,
     add_digits,
+    build_sequences,
     int_to_digits,
     longest_carry_chain,
+    sample_operand_digits,
     sequences_from_ints,
 )
+from grokscope.tasks.addition.data import counter_uniform, model_inputs_from_digits
 from tests.adder_stubs import OracleStub
 
 
@@ -121,8 +124,8 @@ def test_preset_has_777_parameters_and_context_35():
 def test_train_batches_follow_curriculum_and_are_correct_sums():
     task = AdditionTask(TaskConfig(task="addition"))
     task.batch_size = 256
-    g = torch.Generator().manual_seed(0)
-    tokens, labels = task.train_batch(0, g, "cpu")
+    seeds = torch.tensor([0])
+    tokens, labels = (x[0] for x in task.train_data(0, seeds, "cpu"))
     assert tokens.shape == (256, 33) and labels.shape == (256, 12)
     a = tokens[:, :10] @ (10 ** torch.arange(9, -1, -1))
     b = tokens[:, 11:21] @ (10 ** torch.arange(9, -1, -1))
@@ -133,18 +136,43 @@ def test_train_batches_follow_curriculum_and_are_correct_sums():
     # teacher forcing: the model input holds the answer digits shifted by one
     assert torch.equal(tokens[:, 22:], labels[:, :-1]) and (tokens[:, 21] == EQ).all()
     # stage 3: all digit counts 1..10 occur
-    tokens, _ = task.train_batch(10_000, g, "cpu")
+    tokens = task.train_data(10_000, seeds, "cpu")[0][0]
     a = tokens[:, :10]
     n_digits = 10 - (a != 0).int().argmax(1)
     assert set(n_digits.tolist()) >= set(range(3, 11))
 
 
-def test_batches_are_deterministic_given_the_generator():
+def test_batches_are_a_function_of_seed_and_step_alone():
     task = AdditionTask(TaskConfig(task="addition"))
-    x1 = task.train_batch(5, torch.Generator().manual_seed(7), "cpu")
-    x2 = task.train_batch(5, torch.Generator().manual_seed(7), "cpu")
-    x3 = task.train_batch(5, torch.Generator().manual_seed(8), "cpu")
-    assert torch.equal(x1[0], x2[0]) and not torch.equal(x1[0], x3[0])
+    x1 = task.train_data(5, torch.tensor([7]), "cpu")[0]
+    assert torch.equal(x1, task.train_data(5, torch.tensor([7]), "cpu")[0])
+    assert not torch.equal(x1, task.train_data(5, torch.tensor([8]), "cpu")[0])
+    assert not torch.equal(x1, task.train_data(6, torch.tensor([7]), "cpu")[0])
+    # Model k's stream does not depend on the other models trained beside it (or on K).
+    many = task.train_data(5, torch.tensor([3, 7, 9, 11]), "cpu")[0]
+    assert many.shape == (4, 512, 33) and torch.equal(many[1], x1[0])
+    assert not torch.equal(many[0], many[1])
+
+
+def test_counter_uniform_digits_are_uniform_and_independent():
+    r = counter_uniform(torch.tensor([1, 2]), 0, (50_000,))
+    assert r.shape == (2, 50_000) and int(r.min()) >= 0 and int(r.max()) < 2**32
+    digits = r % 10
+    counts = torch.bincount(digits.flatten(), minlength=10).double()
+    expected = digits.numel() / 10
+    assert float(((counts - expected) ** 2 / expected).sum()) < 30  # chi^2, 9 dof: p ~ 5e-4
+    # consecutive draws and the two seeds are uncorrelated
+    d = digits.double()
+    assert abs(float(torch.corrcoef(torch.stack([d[0, :-1], d[0, 1:]]))[0, 1])) < 0.02
+    assert abs(float(torch.corrcoef(d)[0, 1])) < 0.02
+
+
+def test_vectorised_sequences_equal_the_carry_loop():
+    g = torch.Generator().manual_seed(0)
+    a, b = sample_operand_digits(g, 300, 1, 10, 10)
+    tokens, labels = model_inputs_from_digits(a, b)
+    ref_tokens, ref_labels = AdditionTask(TaskConfig(task="addition")).split_sequences(build_sequences(a, b))
+    assert torch.equal(tokens, ref_tokens) and torch.equal(labels, ref_labels)
 
 
 def test_eval_sets_are_seeded_and_round_trip_through_the_split():
@@ -169,8 +197,7 @@ def test_fast_path_equals_hooked_forward(over):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    tokens, labels = task.train_batch(20_000, torch.Generator().manual_seed(1), "cpu")
-    tokens = tokens[:64]
+    tokens = task.train_data(20_000, torch.tensor([1]), "cpu")[0][0, :64]
     with torch.no_grad():
         ref = model(tokens)[:, task.eq_pos :]
         fast = answer_position_forward(model, tokens, task.eq_pos)[0]
@@ -216,23 +243,23 @@ class _Crash(Exception):
 def test_crash_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     ref = grokscope.train(small_config(), tmp_path / "ref", progress=False)
 
-    original = AdditionTask.train_batch
+    original = AdditionTask.train_data
 
-    def crashing(self, step, generator, device):
+    def crashing(self, step, seeds, device):
         if step == 23:  # the last checkpoint before the crash is step 20
             raise _Crash
-        return original(self, step, generator, device)
+        return original(self, step, seeds, device)
 
-    monkeypatch.setattr(AdditionTask, "train_batch", crashing)
+    monkeypatch.setattr(AdditionTask, "train_data", crashing)
     with pytest.raises(_Crash):
         grokscope.train(small_config(), tmp_path / "victim", progress=False)
     drawn = []
 
-    def counting(self, step, generator, device):
+    def counting(self, step, seeds, device):
         drawn.append(step)
-        return original(self, step, generator, device)
+        return original(self, step, seeds, device)
 
-    monkeypatch.setattr(AdditionTask, "train_batch", counting)
+    monkeypatch.setattr(AdditionTask, "train_data", counting)
     resumed = grokscope.train(None, tmp_path / "victim", resume=True, progress=False)
     assert drawn[0] == 20 and drawn == list(range(20, small_config().train.epochs))  # resumed at step 20
 
