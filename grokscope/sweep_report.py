@@ -3,10 +3,12 @@
 `grokscope analyze SWEEP_DIR` (a folder with sweep.json) writes SWEEP_DIR/report.html,
 runs.csv (one row per point) and summary.csv (one row per configuration: parameters, final
 test accuracy of every seed with its mean and range, fraction grokked with a 95% Wilson
-interval, how many reached 0.99 at some step). A run
-"grokked" when its final test accuracy is >= 0.99 (for the adder, test_acc is exact match
-on its 2,000 test pairs). Each run links to its own report.html (written first when
-`analyze_runs`).
+interval, every run's kind of transition, how many reached 0.99 at some step). Whether a
+run grokked is decided as in the run reports: `grokscope.measures.phases.classify_transition`
+(test accuracy >= 0.99 at least 3x later than train accuracy, held to the end), read from
+the run's analysis when it is current, else computed from its logged metrics (for the
+adder, test_acc is exact match on its 2,000 test pairs). Each run links to its own
+report.html (written first when `analyze_runs`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ from plotly.subplots import make_subplots
 
 from grokscope.pipeline import analyze
 from grokscope.checkpoints import atomic_write_bytes
-from grokscope.constants import REPORT_FILENAME, SWEEP_RUNS_FILENAME, SWEEP_SPEC_FILENAME, SWEEP_SUMMARY_FILENAME
+from grokscope.constants import (
+    ANALYSIS_DIRNAME,
+    ANALYSIS_META_FILENAME,
+    REPORT_FILENAME,
+    SWEEP_RUNS_FILENAME,
+    SWEEP_SPEC_FILENAME,
+    SWEEP_SUMMARY_FILENAME,
+)
 from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.figures import Figure
-from grokscope.measures.phases import classify_transition
+from grokscope.measures.phases import TRANSITION_DEFINITION, TRANSITION_KINDS, classify_transition
 from grokscope.report import escape_html as esc
 from grokscope.report import render_page, write_plotly_js, write_report
 from grokscope.run import load_run
-from grokscope.sweep import format_value, grokked, read_status
+from grokscope.sweep import format_value, read_status
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
 
@@ -80,39 +89,63 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def run_transition(run_dir: Path) -> str | None:
-    """The kind of transition a finished run shows, in the run report's words
-    (`grokscope.measures.phases.classify_transition` on its logged metrics)."""
+    """The kind of transition a finished run shows, in the run report's words: the one its
+    analysis recorded (meta.json, what its report.html says) when that analysis is complete
+    and ends at the run's last checkpoint; otherwise `classify_transition` on its logged
+    metrics. None when neither can be read."""
     try:
-        m = load_run(run_dir).metrics
+        run = load_run(run_dir)
+        m = run.metrics
     except GrokscopeError:
         return None
+    try:
+        meta = json.loads((Path(run_dir) / ANALYSIS_DIRNAME / ANALYSIS_META_FILENAME).read_text())
+        kind = (meta.get("transition") or {}).get("kind")
+        if meta.get("complete") and run.steps and meta.get("final_step") == run.steps[-1] and kind in TRANSITION_KINDS:
+            return kind
+    except (OSError, ValueError, AttributeError, GrokscopeError):
+        pass
     if m.empty or not {"train_acc", "test_acc"} <= set(m.columns):
         return None
     return classify_transition(m["step"], m["train_acc"], m["test_acc"]).kind
 
 
+def transition_counts(kinds) -> str:
+    """'2 grokked, 1 generalised without grokking' — how many runs show each kind, in the
+    order of `TRANSITION_KINDS`; runs without a kind are counted as unclassified."""
+    values = [k for k in kinds if isinstance(k, str) and k]
+    parts = [f"{values.count(k)} {k}" for k in TRANSITION_KINDS if k in values]
+    missing = len(list(kinds)) - len(values)
+    return ", ".join(parts + ([f"{missing} unclassified"] if missing else [])) or "–"
+
+
 def summary_by_config(table: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (all seeds pooled): params, n runs done, final test acc per seed with
-    its mean, min and max; how many runs grokked (final test acc >= 0.99), the fraction with its
-    95% Wilson interval and their median grok step; and how many reached 0.99 at some logged
-    step (a run can reach it and fall back: `reached` - `grokked` of them did)."""
+    its mean, min and max; how many runs grokked (their `transition` is "grokked", as in the
+    run reports: see `grokscope.measures.phases.classify_transition`), the fraction of the
+    classified runs with its 95% Wilson interval and their median grok step; every kind of
+    transition with its count (`transitions`); and how many reached 0.99 at some logged
+    step (a run can reach it without grokking: generalise too soon, or fall back)."""
     rows = []
     done = table[table["status"] == "done"]
     for cfg, g in table.groupby("config", sort=False):
         d = done[done["config"] == cfg]
         accs = [float(a) for a in d["test_acc"]]
-        steps = [int(s) for a, s in zip(accs, d["grok_step"]) if grokked(a) and pd.notna(s)]
-        n_grokked = sum(grokked(a) for a in accs)
-        lo, hi = wilson_interval(n_grokked, len(accs))
+        kinds = [k if isinstance(k, str) else None for k in d["transition"]]
+        classified = sum(k is not None for k in kinds)
+        steps = [int(s) for k, s in zip(kinds, d["grok_step"]) if k == "grokked" and pd.notna(s)]
+        n_grokked = kinds.count("grokked")
+        lo, hi = wilson_interval(n_grokked, classified)
         rows.append({
             "config": cfg, "params": int(d["params"].iloc[0]) if len(d) and pd.notna(d["params"].iloc[0]) else None,
             "runs": len(g), "done": len(d), "failed": int((g["status"] == "failed").sum()),
             "test_acc_per_seed": " ".join(f"{a:.3f}" for a in accs),
             "mean_test_acc": sum(accs) / len(accs) if accs else None,
             "min_test_acc": min(accs) if accs else None, "max_test_acc": max(accs) if accs else None,
-            "grokked": n_grokked, "reached": int(d["grok_step"].notna().sum()),
-            "frac_grokked": n_grokked / len(accs) if accs else None,
-            "frac_grokked_lo": lo if accs else None, "frac_grokked_hi": hi if accs else None,
+            "grokked": n_grokked, "classified": classified, "transitions": transition_counts(kinds),
+            "reached": int(d["grok_step"].notna().sum()),
+            "frac_grokked": n_grokked / classified if classified else None,
+            "frac_grokked_lo": lo if classified else None, "frac_grokked_hi": hi if classified else None,
             "median_grok_step": float(pd.Series(steps).median()) if steps else None,
         })
     out = pd.DataFrame(rows)
@@ -137,53 +170,60 @@ def _figures(table: pd.DataFrame, summary: pd.DataFrame, variables: list[str]) -
                                           arrayminus=s["mean_test_acc"] - s["min_test_acc"], color="black"),
                              hovertext=s["config"], marker=dict(size=7, color="black", symbol="diamond")), 1, 1)
     fig.add_trace(go.Scatter(x=s["params"], y=s["frac_grokked"], mode="markers+text", name="fraction grokked",
-                             text=[f"{r.grokked}/{r.done}" for r in s.itertuples()], textposition="middle right",
+                             text=[f"{r.grokked}/{r.classified}" for r in s.itertuples()], textposition="middle right",
                              error_y=dict(type="data", symmetric=False, array=s["frac_grokked_hi"] - s["frac_grokked"],
                                           arrayminus=s["frac_grokked"] - s["frac_grokked_lo"], color="black"),
                              hovertext=s["config"], marker=dict(size=11, color="black"), showlegend=False), 1, 2)
     fig.add_hline(y=0.99, line_dash="dot", line_color="grey", row=1, col=1)
     fig.update_xaxes(type="log", title="parameters (unique trainable)")
     fig.update_yaxes(title="test accuracy", range=[-0.02, 1.05], row=1, col=1)
-    fig.update_yaxes(title="runs with final test acc >= 0.99", range=[-0.05, 1.15], row=1, col=2)
+    fig.update_yaxes(title="fraction of runs that grokked", range=[-0.05, 1.15], row=1, col=2)
     # legend below the plots: configuration labels of a multi-field grid are long
     fig.update_layout(height=480 + 22 * ((len(s) + 2) // 2), margin=dict(t=60),
                       legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
     figs.append(Figure("Final accuracy against parameter count",
                  "Left: every run (one marker per seed, colour = configuration); black diamonds: mean over seeds, "
-                 "bar from the worst to the best seed. Right: per configuration, the fraction of seeds whose final "
-                 "test accuracy is >= 0.99 (labels: grokked/runs), with its 95% Wilson score interval"
-                 f"{_interval_example(summary)}", fig))
+                 "bar from the worst to the best seed. Right: per configuration, the fraction of seeds that "
+                 "grokked (labels: grokked/runs), with its 95% Wilson score interval"
+                 f"{_interval_example(summary)} " + TRANSITION_DEFINITION + " The same classification as the run "
+                 "reports; a run whose final test accuracy is >= 0.99 may have generalised without grokking.", fig))
 
     if variables:
-        # three kinds of run: held >= 0.99 to the end, reached it and fell back, never reached it
-        done["kind"] = ["grokked" if grokked(a) else ("reached" if pd.notna(g) else "never")
-                        for a, g in zip(done["test_acc"], done["grok_step"])]
-        kinds = [("grokked", "grokked (final test acc >= 0.99)", "circle", "#00cc96", "grok_step"),
-                 ("reached", "reached 0.99, fell back by the end", "diamond-open", "#ffa15a", "grok_step"),
-                 ("never", "never reached 0.99 (drawn at the last epoch)", "x", "#ef553b", "epochs")]
+        # every kind of transition, in the run reports' words; runs that never reached 0.99 sit at their last step
+        done["kind"] = [k if isinstance(k, str) else "unclassified" for k in done["transition"]]
+        kinds = [("grokked", "circle", "#00cc96", "grok_step"),
+                 ("generalised without grokking", "square", "#636efa", "grok_step"),
+                 ("generalised, then fell back", "diamond-open", "#ffa15a", "grok_step"),
+                 ("memorised without generalising", "x", "#ef553b", "epochs"),
+                 ("did not fit the training set", "x-open", "#ab63fa", "epochs"),
+                 ("unclassified", "circle-open", "grey", "epochs")]
         fig = make_subplots(rows=1, cols=len(variables), subplot_titles=variables, shared_yaxes=True)
         for i, var in enumerate(variables, start=1):
-            for kind, label, symbol, colour, ycol in kinds:
+            for kind, symbol, colour, ycol in kinds:
                 g = done[done["kind"] == kind]
+                if g.empty:
+                    continue
+                label = kind if ycol == "grok_step" else f"{kind} (drawn at the last step)"
                 fig.add_trace(go.Scatter(x=g[var].astype(str), y=g[ycol], mode="markers", name=label, text=g["name"],
                                          marker=dict(size=9, symbol=symbol, color=colour), legendgroup=kind,
-                                         showlegend=i == 1), 1, i)
+                                         showlegend=label not in fig_names(fig)), 1, i)
             # categories in value order (4, 8, 16), not in the order the runs happen to come
             order = [str(v) for v in sorted(done[var].unique(), key=_sort_key)]
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, title=var, row=1, col=i)
         fig.update_yaxes(title="grok step (first test acc >= 0.99)", rangemode="tozero", row=1, col=1)
         fig.update_layout(height=440, margin=dict(t=60))
         figs.append(Figure("Grok step against each swept variable",
-                     "First logged step with test accuracy >= 0.99, every run. Open diamonds reached 0.99 but "
-                     "ended below it (unstable training); crosses never got there.", fig))
+                     "First logged step with test accuracy >= 0.99, every run, marked by its transition as in the "
+                     "run reports (defined under the summary table); runs that never reached 0.99 are drawn at "
+                     "their last step.", fig))
     return figs
 
 
 def _interval_example(summary: pd.DataFrame) -> str:
     """A caption clause showing how wide the interval of 0/n is, for this sweep's seed count."""
-    if summary.empty or summary["done"].max() < 1:
+    if summary.empty or summary["classified"].max() < 1:
         return "."
-    n = int(summary["done"].max())
+    n = int(summary["classified"].max())
     return f" — with {n} seed{'s' if n != 1 else ''}, 0/{n} still allows a true rate up to {wilson_interval(0, n)[1]:.2f}."
 
 
@@ -237,14 +277,15 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
             f"overrides {esc(spec.get('overrides') or {})}; {n} points: "
             + ", ".join(f"{v} {esc(k)}" for k, v in counts.items()) + ". "
             f"{esc(spec.get('description', ''))}</p>")
-    cols = ["config", "params", "done", "failed", "test_acc_per_seed", "mean_test_acc", "grokked", "reached",
-            "median_grok_step"]
-    heads = cols[:6] + ["grokked (95% interval)", "reached 0.99", "median grok step"]
+    cols = ["config", "params", "done", "failed", "test_acc_per_seed", "mean_test_acc", "grokked", "transitions",
+            "reached", "median_grok_step"]
+    heads = cols[:6] + ["grokked (95% interval)", "transitions (as in the run reports)", "reached 0.99",
+                        "median grok step"]
 
     def grok_cell(r) -> str:
-        if not r["done"]:
+        if not r["classified"]:
             return "–"
-        return f"{r['grokked']}/{r['done']} [{r['frac_grokked_lo']:.2f}, {r['frac_grokked_hi']:.2f}]"
+        return f"{r['grokked']}/{r['classified']} [{r['frac_grokked_lo']:.2f}, {r['frac_grokked_hi']:.2f}]"
 
     nowrap = {"grokked": ' style="white-space: nowrap"'}
     srows = "".join("<tr>" + "".join(f"<td{nowrap.get(c, '')}>{esc(grok_cell(r) if c == 'grokked' else _cell(r[c]))}</td>"
@@ -261,7 +302,8 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
     rtable = ('<section><h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
               '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th><th>report</th></tr>'
               f'{"".join(run_rows)}</table></section>')
-    return head + "<h2>Per configuration</h2>" + stable, rtable
+    note = f'<p class="caption">{esc(TRANSITION_DEFINITION)}</p>'
+    return head + "<h2>Per configuration</h2>" + stable + note, rtable
 
 
 def _present(v) -> bool:

@@ -32,7 +32,8 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["Phases", "Transition", "classify_transition", "detect_phases", "running_median"]
+__all__ = ["TRANSITION_DEFINITION", "TRANSITION_KINDS", "Phases", "Transition", "classify_transition", "detect_phases",
+           "running_median"]
 
 ArrayLike = Sequence | np.ndarray | Tensor
 
@@ -138,6 +139,19 @@ def detect_phases(
 
 
 GROK_DELAY = 3.0  # Power et al.'s delayed generalisation: test catches up at least 3x later
+
+#: The kinds `classify_transition` returns, from the best outcome to the worst.
+TRANSITION_KINDS = ("grokked", "generalised without grokking", "generalised, then fell back",
+                    "memorised without generalising", "did not fit the training set")
+
+#: The definitions behind `TRANSITION_KINDS`, in one paragraph for captions.
+TRANSITION_DEFINITION = (
+    f"A run grokked when its test accuracy reached 0.99 at least {GROK_DELAY:g}x later than its train accuracy "
+    "did and held it to the last step (Power et al.'s delayed generalisation); it generalised without grokking "
+    f"when test accuracy reached 0.99 sooner than {GROK_DELAY:g}x after train (train and test rising together, as "
+    "on a streamed task) and held it; generalised, then fell back when it reached 0.99 but ended below; "
+    "memorised without generalising when only train accuracy reached 0.99; otherwise it did not fit the "
+    "training set.")
 
 
 @dataclass(frozen=True)

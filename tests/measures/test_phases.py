@@ -94,3 +94,17 @@ def test_classify_transition_known_cases():
     memo = classify_transition(steps, [0.1, 1, 1, 1, 1, 1, 1, 1], [0.1] * 8)
     assert memo.kind == "memorised without generalising" and memo.generalised_at is None
     assert classify_transition(steps, [0.1] * 8, [0.1] * 8).kind == "did not fit the training set"
+
+
+def test_transition_kinds_list_every_kind_and_the_definition_names_the_delay():
+    from grokscope.measures.phases import GROK_DELAY, TRANSITION_DEFINITION, TRANSITION_KINDS
+
+    steps = [0, 100, 200, 300, 400, 500, 600, 700]
+    cases = [([0.1, 1, 1, 1, 1, 1, 1, 1], [0.0, 0.1, 0.1, 0.2, 1, 1, 1, 1]),
+             ([0.1, 0.5, 1, 1, 1, 1, 1, 1], [0.1, 0.5, 1, 1, 1, 1, 1, 1]),
+             ([0.1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0.5, 0.6]),
+             ([0.1, 1, 1, 1, 1, 1, 1, 1], [0.1] * 8), ([0.1] * 8, [0.1] * 8)]
+    assert [classify_transition(steps, tr, te).kind for tr, te in cases] == list(TRANSITION_KINDS)
+    assert f"{GROK_DELAY:g}x later" in TRANSITION_DEFINITION
+    assert all(kind in TRANSITION_DEFINITION for kind in ("grokked", "generalised without grokking",
+                                                          "memorised without generalising"))
