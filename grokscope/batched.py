@@ -239,7 +239,7 @@ def answer_forward(
         if arch.biases:
             kv_tab = kv_tab + torch.cat([weights[attn + "b_K"], weights[attn + "b_V"]], -1)[:, None, None]
         kv = _rows(kv_tab.reshape(K, n_pos * vocab, h * 2 * e), flat, per).unflatten(-1, (h, 2 * e))
-        k, v = kv[..., :e], kv[..., e:]  # (K, batch, pos, h, e)
+        k, v = kv.split(e, dim=-1)  # (K, batch, pos, h, e); split: its backward is a cat, not zero-fill + copy
         q_tab = _bias(weights, attn + "b_Q", torch.einsum("kvd,khde->kvhe", normed[:, -1], weights[attn + "W_Q"]))
         last = tokens[..., -1]
         q = _rows(q_tab.reshape(K, vocab, h * e), last, per).unflatten(-1, (h, e))  # (K, batch, h, e)
@@ -254,7 +254,7 @@ def answer_forward(
         if arch.biases:
             qkv_tab = qkv_tab + torch.cat([weights[attn + n] for n in ("b_Q", "b_K", "b_V")], -1)[:, None]
         kv = _rows(qkv_tab[..., e:].flatten(2), flat, per).unflatten(-1, (h, 2 * e))
-        k, v = kv[..., :e], kv[..., e:]  # (K, batch, pos, h, e)
+        k, v = kv.split(e, dim=-1)  # (K, batch, pos, h, e); split: its backward is a cat, not zero-fill + copy
         q = _rows(qkv_tab[..., :e].flatten(2), flat[..., first:], per).unflatten(-1, (h, e))  # (K, batch, n_ans, h, e)
         scores = torch.einsum("kbqhe,kbshe->kbhqs", q, k) / scale
         q_pos = torch.arange(first, n_pos, device=tokens.device)

@@ -82,8 +82,10 @@ def main() -> None:
               help="Continue the killed or finished-early run in this directory.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out directory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True,
+              help="On CUDA, replay the training step as one CUDA graph (default on).")
 @_field_options
-def train(preset_name, out, resume, force, progress, **fields) -> None:
+def train(preset_name, out, resume, force, progress, cuda_graphs, **fields) -> None:
     """Train a model, saving dense checkpoints into a run directory.
 
     Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
@@ -104,7 +106,8 @@ def train(preset_name, out, resume, force, progress, **fields) -> None:
         out_dir = out
     from grokscope.trainer import train as run_training
 
-    run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress)
+    run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress,
+                       cuda_graphs=cuda_graphs)
     if run.metrics.empty:
         click.echo(f"{run.path}: {len(run.steps)} checkpoints (no metrics logged)")
         return

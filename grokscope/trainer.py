@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -158,17 +159,35 @@ def data_seed(config: RunConfig) -> int:
     return config.model.seed + 1
 
 
-def make_optimizer(weights: batched.Weights, tcfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over every trainable tensor (weight decay on all, as in Nanda et al.)."""
+def make_optimizer(weights: batched.Weights, tcfg: TrainConfig, capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW over every trainable tensor (weight decay on all, as in Nanda et al.).
+
+    `capturable` (for a CUDA graph): step counts and the learning rate live on the device,
+    so a captured step reads the lr that `set_lr` writes before each replay.
+    """
+    if capturable:
+        lr = torch.tensor(tcfg.lr, device=next(iter(weights.values())).device)
+        return torch.optim.AdamW(list(weights.values()), lr=lr, weight_decay=tcfg.weight_decay,
+                                 betas=(tcfg.beta1, tcfg.beta2), capturable=True, foreach=True)
     return torch.optim.AdamW(list(weights.values()), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                              betas=(tcfg.beta1, tcfg.beta2))
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate (in place on the device for a capturable AdamW)."""
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: torch.optim.Optimizer,
                tokens: torch.Tensor, labels: torch.Tensor, first: int, tcfg: TrainConfig,
-               grad_filter=None) -> torch.Tensor:
+               grad_filter=None, zero_grad: bool = True) -> torch.Tensor:
     """One optimizer step of K models on their batches; returns their losses before the
-    step, (K,) float64 on the device (not synchronised)."""
+    step, (K,) float64 on the device (not synchronised). A captured step keeps its
+    gradients (`zero_grad=False`): the graph's backward overwrites them on every replay."""
     logits = batched.logits_at(arch, weights, tokens, first, tcfg.fast_path)
     losses = per_model_loss(tcfg.loss, logits, labels)
     losses.sum().backward()  # the models share no weights: each gets its own gradient
@@ -179,8 +198,39 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
     if tcfg.grad_clip > 0:
         batched.clip_grad_norms_(weights, tcfg.grad_clip)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
     return losses.detach()
+
+
+class GraphedStep:
+    """The training step captured as one CUDA graph: each call copies the batch into the
+    graph's static inputs and replays every kernel of forward, backward, clipping and
+    AdamW with one launch (on a GPU the 1-layer step is launch-bound, not math-bound).
+
+    Capture records kernels without running them, so the step it records is run by the
+    first replay; the caller warms up with a few eager steps first (on a side stream, as
+    CUDA graphs need).
+    """
+
+    def __init__(self, step_fn, tokens: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer):
+        self.tokens, self.labels = tokens.clone(), labels.clone()
+        optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step_fn(self.tokens, self.labels)
+
+    def __call__(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        if tokens.data_ptr() != self.tokens.data_ptr():  # a full batch is already in place
+            self.tokens.copy_(tokens)
+            self.labels.copy_(labels)
+        self.graph.replay()
+
+
+def can_capture(tcfg: TrainConfig) -> bool:
+    """Whether a run's step can be a CUDA graph: on CUDA, and with no Python-side state that
+    changes every step (Grokfast-MA keeps a window of gradients in a Python deque)."""
+    return tcfg.device == "cuda" and tcfg.grad_filter != "ma"
 
 
 class TaskGroups:
@@ -197,6 +247,8 @@ class TaskGroups:
                     break
             else:
                 self.groups.append((task, torch.tensor([k])))
+        # index tensors on the device once: no host-to-device copy inside the loop
+        self.groups = [(t, idx.to(device)) for t, idx in self.groups]
         self.seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
         self.eval_inputs = [{n: x.to(device) for n, x in t.eval_inputs().items()} for t, _ in self.groups]
 
@@ -206,14 +258,14 @@ class TaskGroups:
             return self.groups[0][0].train_data(step, self.seeds, self.device)
         parts = []
         for task, idx in self.groups:
-            tokens, labels = task.train_data(step, self.seeds[idx.to(self.device)], self.device)
+            tokens, labels = task.train_data(step, self.seeds[idx], self.device)
             if tokens.dim() == 2:  # a shared batch: one copy per model of the group
                 tokens, labels = tokens.expand(len(idx), *tokens.shape), labels.expand(len(idx), *labels.shape)
             parts.append((idx, tokens, labels))
         tokens = torch.empty(self.K, *parts[0][1].shape[1:], dtype=parts[0][1].dtype, device=self.device)
         labels = torch.empty(self.K, *parts[0][2].shape[1:], dtype=parts[0][2].dtype, device=self.device)
         for idx, t, lb in parts:
-            tokens[idx.to(self.device)], labels[idx.to(self.device)] = t, lb
+            tokens[idx], labels[idx] = t, lb
         return tokens, labels
 
     @torch.no_grad()
@@ -223,7 +275,7 @@ class TaskGroups:
         (no host sync). Inputs are chunked so K x rows stays near `max_rows`."""
         out: dict[str, torch.Tensor] = {}
         for (task, idx), inputs in zip(self.groups, self.eval_inputs):
-            w = weights if len(self.groups) == 1 else {n: t[idx.to(self.device)] for n, t in weights.items()}
+            w = weights if len(self.groups) == 1 else {n: t[idx] for n, t in weights.items()}
             chunk = max(1, max_rows // len(idx))
             logits = {name: torch.cat([batched.logits_at(arch, w, x[i : i + chunk], task.answer_start, fast)
                                        for i in range(0, len(x), chunk)], dim=1)
@@ -231,7 +283,7 @@ class TaskGroups:
             for name, value in task.eval_metrics(logits).items():
                 if name not in out:
                     out[name] = torch.full((self.K,), float("nan"), dtype=value.dtype, device=self.device)
-                out[name][idx.to(self.device)] = value
+                out[name][idx] = value
         return out
 
 
@@ -268,9 +320,11 @@ def optimizer_snapshot(optimizer: torch.optim.Optimizer, weights: batched.Weight
     return out
 
 
-def optimizer_meta(optimizer: torch.optim.Optimizer) -> str:
-    """The optimizer's settings (lr, betas, weight decay, ...) as JSON, for the resume file."""
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+def optimizer_meta(optimizer: torch.optim.Optimizer, lr: float) -> str:
+    """The optimizer's settings (lr, betas, weight decay, ...) as JSON, for the resume file
+    (`lr` given as a float: reading a capturable AdamW's lr tensor would sync the GPU)."""
+    groups = [{k: (lr if k == "lr" else v) for k, v in g.items() if k != "params" and not torch.is_tensor(v)}
+              | {"lr": lr} for g in optimizer.param_groups]
     return json.dumps({"param_groups": groups}, default=float)
 
 
@@ -298,7 +352,7 @@ def write_log_step(out_dirs: list[Path], arch: batched.Architecture, step: int, 
 
 
 def restore(out_dirs: list[Path], arch: batched.Architecture, weights: batched.Weights,
-            optimizer: torch.optim.Optimizer, grad_filter) -> int:
+            optimizer: torch.optim.Optimizer, grad_filter, capturable: bool = False) -> int:
     """Load each killed run's newest resume state into the stacked weights, AdamW moments and
     grad-filter memory; drop metrics past that step and DONE. Returns the step."""
     states = [ckpt.load_resume_state(d) for d in out_dirs]
@@ -316,7 +370,8 @@ def restore(out_dirs: list[Path], arch: batched.Architecture, weights: batched.W
         keys = [f"opt.{i}.step", f"opt.{i}.exp_avg", f"opt.{i}.exp_avg_sq"]
         if all(k in states[0].optimizer_tensors for k in keys):
             optimizer.state[w] = {
-                "step": states[0].optimizer_tensors[keys[0]].clone(),
+                # a capturable AdamW keeps its step count on the device
+                "step": states[0].optimizer_tensors[keys[0]].clone().to(device if capturable else "cpu"),
                 "exp_avg": torch.stack([s.optimizer_tensors[keys[1]] for s in states]).to(device),
                 "exp_avg_sq": torch.stack([s.optimizer_tensors[keys[2]] for s in states]).to(device),
             }
@@ -335,15 +390,18 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    cuda_graphs: bool = True,
 ):
     """Train `config` into `out_dir` (or resume the run there) and return the loaded `Run`.
 
-    With no `out_dir`, the run goes to `checkpoints/<preset>-<timestamp>`.
+    With no `out_dir`, the run goes to `checkpoints/<preset>-<timestamp>`. On CUDA the
+    step runs as a CUDA graph unless `cuda_graphs` is False.
     """
     if out_dir is None:
         name = config.preset or config.task.task
         out_dir = Path("checkpoints") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return train_many([config], [out_dir], resume=resume, force=force, progress=progress)[0]
+    return train_many([config], [out_dir], resume=resume, force=force, progress=progress,
+                      cuda_graphs=cuda_graphs)[0]
 
 
 def train_many(
@@ -353,10 +411,13 @@ def train_many(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    cuda_graphs: bool = True,
 ) -> list:
     """Train runs that differ only in their seeds together, one folder each, and return
     their loaded `Run`s. With `resume`, every folder must hold a run saved at the same step
-    (`configs` may then be None: the saved ones are used)."""
+    (`configs` may then be None: the saved ones are used). On CUDA the step is captured as a
+    CUDA graph after 3 eager steps, unless `cuda_graphs` is False (the results agree to
+    float round-off: the graph replays the same kernels)."""
     out_dirs = [Path(d) for d in out_dirs]
     if resume:
         configs = [None] * len(out_dirs)
@@ -382,13 +443,14 @@ def train_many(
     arch = batched.Architecture.for_task(configs[0].model, tasks[0])
     weights = {n: w.requires_grad_(True) for n, w in
                batched.init_weights(arch, [c.model.seed for c in configs], device).items()}
-    optimizer = make_optimizer(weights, tcfg)
+    use_graph = cuda_graphs and can_capture(tcfg)
+    optimizer = make_optimizer(weights, tcfg, capturable=use_graph)
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
     first = tasks[0].answer_start
 
     if resume:
-        start = restore(out_dirs, arch, weights, optimizer, grad_filter)
+        start = restore(out_dirs, arch, weights, optimizer, grad_filter, capturable=use_graph)
     else:
         for c, d, t in zip(configs, out_dirs, tasks):
             start_run_dir(d, c, t)
@@ -405,7 +467,7 @@ def train_many(
         if step in schedule:
             filt = grad_filter.snapshot().state_tensors if grad_filter is not None else None
             snapshot = ({n: w.detach().clone() for n, w in weights.items()}, optimizer_snapshot(optimizer, weights),
-                        filt, optimizer_meta(optimizer))
+                        filt, optimizer_meta(optimizer, lr))
         writer.submit(write_log_step, out_dirs, arch, step, lr, metrics, norms, snapshot, writer)
 
     bar = tqdm(total=tcfg.epochs, initial=start, disable=not progress, dynamic_ncols=True,
@@ -413,12 +475,36 @@ def train_many(
     try:
         if start == 0:
             log(0, lr_at(0, tcfg))
+        graphed, side = None, (torch.cuda.Stream() if use_graph else None)
+
+        def step_fn(tokens, labels):
+            train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter, zero_grad=not use_graph)
+
         for step in range(start, tcfg.epochs):
-            lr = lr_at(step, tcfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr_at(step, tcfg))
             tokens, labels = groups.train_data(step)
-            train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+            if graphed is not None:
+                graphed(tokens, labels)
+            elif use_graph and step - start >= 3:  # warmed up: record the step, then run it
+                torch.cuda.current_stream().wait_stream(side)
+                try:
+                    graphed = GraphedStep(step_fn, tokens, labels, optimizer)
+                except RuntimeError as e:  # an op that cannot be captured: stay eager
+                    warnings.warn(f"CUDA graph capture failed, training eagerly: {str(e).splitlines()[0]}")
+                    use_graph = False
+                    optimizer.zero_grad(set_to_none=True)
+                    train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+                else:
+                    graphed(tokens, labels)
+            elif use_graph:
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    step_fn(tokens, labels)
+                    optimizer.zero_grad(set_to_none=True)
+                torch.cuda.current_stream().wait_stream(side)
+            else:
+                train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+            lr = lr_at(step, tcfg)
 
             done = step + 1  # weights now reflect `done` optimizer steps
             if done % tcfg.log_every == 0 or done in schedule:

@@ -217,6 +217,7 @@ class AdditionTask:
             self.train_a, self.train_b = digits_to_int(a), digits_to_int(b)
         self.test_tokens = sequences_from_ints(self.test_a, self.test_b, n)
         self.train_tokens = sequences_from_ints(self.train_a, self.train_b, n)
+        self._device_copies: dict[tuple[str, str], Tensor] = {}
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{lo}-{hi}:{steps}" for lo, hi, steps in self.stages)
@@ -253,6 +254,15 @@ class AdditionTask:
         a, b = sample_operand_digits_counter(seeds.to(device), step, self.batch_size, lo, hi, self.n_digits)
         return model_inputs_from_digits(a, b)
 
+    def eval_labels(self, split: str, device) -> Tensor:
+        """The answer tokens (n, n + 2) of eval set `split` on `device`, copied there once (a
+        copy from pageable host memory every log step would stall training on a GPU)."""
+        key = (split, str(device))
+        if key not in self._device_copies:
+            seq = self.train_tokens if split == "train" else self.test_tokens
+            self._device_copies[key] = self.split_sequences(seq)[1].to(device)
+        return self._device_copies[key]
+
     def eval_inputs(self) -> dict[str, Tensor]:
         """The fixed train-distribution and test sets' model inputs (n, 3n + 3)."""
         return {"train": self.train_tokens[:, :-1], "test": self.test_tokens[:, :-1]}
@@ -265,9 +275,9 @@ class AdditionTask:
         ``test_digit{i}_acc`` for answer digit i = 0 (units) .. n; ``test_eos_acc``.
         """
         out: dict[str, Tensor] = {}
-        for split, seq in (("train", self.train_tokens), ("test", self.test_tokens)):
+        for split in ("train", "test"):
             lg = logits[split]
-            labels = self.split_sequences(seq)[1].to(lg.device)
+            labels = self.eval_labels(split, lg.device)
             out[f"{split}_loss"] = per_model_loss("cross_entropy", lg, labels)
             right = lg.argmax(-1) == labels  # (K, n, n + 2)
             out[f"{split}_acc"] = right.all(-1).double().mean(-1)

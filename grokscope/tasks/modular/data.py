@@ -99,6 +99,7 @@ class ModularTask:
             train_idx, test_idx = random_split(len(a), cfg.train_frac, cfg.split_seed)
         self.train_idx, self.test_idx = train_idx.long(), test_idx.long()
         self._batch_device: str | None = None  # device of the cached full training batch
+        self._device_copies: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,13 +141,20 @@ class ModularTask:
         logits (K, n, 1, p) on every pair."""
         out = {}
         all_logits = logits["all"][:, :, -1]
-        labels = self.labels.to(all_logits.device)
-        for split, idx in (("train", self.train_idx), ("test", self.test_idx)):
-            idx = idx.to(all_logits.device)
+        labels, train_idx, test_idx = self.on_device(all_logits.device)
+        for split, idx in (("train", train_idx), ("test", test_idx)):
             lg, lb = all_logits[:, idx], labels[idx]
             out[f"{split}_loss"] = per_model_loss("cross_entropy", lg[:, :, None], lb[:, None])
             out[f"{split}_acc"] = (lg.argmax(-1) == lb).double().mean(-1)
         return out
+
+    def on_device(self, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(labels, train_idx, test_idx) on `device`, copied once: a copy from pageable host
+        memory every log step would stall the training loop on a GPU."""
+        key = str(device)
+        if key not in self._device_copies:
+            self._device_copies[key] = tuple(t.to(device) for t in (self.labels, self.train_idx, self.test_idx))
+        return self._device_copies[key]
 
     def answer_logits(self, model, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], fast: bool = True):
         """(logits at the `=` position, labels) of a HookedTransformer; through the 1-layer
