@@ -304,6 +304,11 @@ class RunWriter:
             self.pending.popleft().result()
         self.pending.append(self.pool.submit(fn, *args))
 
+    def drain(self) -> None:
+        """Wait until every queued write is done (raising the first failure)."""
+        while self.pending:
+            self.pending.popleft().result()
+
     def close(self) -> None:
         """Wait for every queued write; raise the first failure."""
         self.pool.shutdown(wait=True)
@@ -487,9 +492,12 @@ def train_many(
                 graphed(tokens, labels)
             elif use_graph and step - start >= 3:  # warmed up: record the step, then run it
                 torch.cuda.current_stream().wait_stream(side)
+                # No other thread may touch the GPU while a graph is captured (the writer's
+                # device-to-host copies would abort the capture): let it finish first.
+                writer.drain()
                 try:
                     graphed = GraphedStep(step_fn, tokens, labels, optimizer)
-                except RuntimeError as e:  # an op that cannot be captured: stay eager
+                except Exception as e:  # noqa: BLE001 - an op that cannot be captured: stay eager
                     warnings.warn(f"CUDA graph capture failed, training eagerly: {str(e).splitlines()[0]}")
                     use_graph = False
                     optimizer.zero_grad(set_to_none=True)

@@ -3,11 +3,14 @@
 1. loop of processes: one `grokscope train` process per model, one after another — how a
    user would script it; every run pays the Python + transformer_lens start-up;
 2. in-process loop: `grokscope.train` for each model in one already-started process;
-3. sweep: `grokscope sweep` (local executor: one persistent worker per core, each training
-   its points in-process), also with `--stack 4` (the 4 seeds of each d_model in one
-   vmapped step).
+3. sweep: `grokscope sweep` (local executor: persistent workers, each training its points
+   in-process), with one worker and `--stack 1` (the in-process loop again, plus the
+   sweep's bookkeeping), one worker and `--stack 4` (the 4 seeds of each d_model trained
+   together in one batched step), and --workers N with --stack 4.
 
-Prints wall time and models/hour of each and the speed-up of the sweep over the loops.
+Compare like with like: the loops and the 1-worker sweeps use one core; the N-worker sweep
+uses N. Prints wall time, models/hour and models/hour per core of each, and the ratios
+per core.
 Models: adder at d_model 5-8 x 4 seeds (1 head, d_mlp 2 d_model, tied, no biases), the
 777 recipe shortened to --steps (curriculum compressed, 20 checkpoints).
 
@@ -91,24 +94,29 @@ def main() -> None:
         def sweep(tag: str, *extra: str) -> float:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "grokscope.cli", "sweep", str(spec), "--out", str(root / tag),
-                            "--workers", str(args.workers), "--no-progress", *extra], check=True, capture_output=True,
-                           env=env)
+                            "--no-progress", *extra], check=True, capture_output=True, env=env)
             return time.perf_counter() - t
 
-        times[f"grokscope sweep, {args.workers} workers"] = sweep("sweep")
-        if not args.skip_stack:
-            times[f"grokscope sweep, {args.workers} workers, --stack 4"] = sweep("sweep-stack", "--stack", "4")
+        cores = {"loop of grokscope train processes": 1, "in-process loop (start-up not counted)": 1}
+        for workers, stack in ((1, 1), (1, 4), (args.workers, 4)):
+            if stack > 1 and args.skip_stack:
+                continue
+            name = f"grokscope sweep, {workers} worker(s), --stack {stack}"
+            times[name] = sweep(f"sweep-{workers}-{stack}", "--stack", str(stack), "--workers", str(workers))
+            cores[name] = workers
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"{n} adder models (d_model {D_MODELS[0]}-{D_MODELS[-1]} x {len(SEEDS)} seeds), {args.steps} steps each, "
           f"{os.cpu_count()} cores")
     for name, sec in times.items():
-        print(f"  {name:48s} {sec:8.1f} s   {n / sec * 3600:8.0f} models/hour")
-    loop, inproc = times["loop of grokscope train processes"], times["in-process loop (start-up not counted)"]
-    for name, sec in times.items():  # each sweep variant on its own: the default (no stack) first
+        print(f"  {name:48s} {sec:8.1f} s   {n / sec * 3600:8.0f} models/hour   "
+              f"{n / sec * 3600 / cores[name]:8.0f} per core")
+    inproc = times["in-process loop (start-up not counted)"]
+    for name, sec in times.items():
         if name.startswith("grokscope sweep"):
-            print(f"  {name}: {loop / sec:.2f}x the loop of processes, {inproc / sec:.2f}x the in-process loop")
+            print(f"  {name}: {inproc / sec / cores[name]:.2f}x the in-process loop per core")
+
 
 if __name__ == "__main__":
     main()
