@@ -20,7 +20,7 @@ from grokscope.errors import SkippedCheckpointWarning
 from grokscope.tasks import register_measure, task_measures, unregister_measure
 
 REQUIRED = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
-            "gini_embed", "gini_logit", "weight_norm", "n_key_freqs"]
+            "gini_embed", "gini_logit", "weight_norm", "n_neuron_freqs"]
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ def test_progress_measures_give_numbers_on_a_grokked_run(mini_grok):
     # the key frequencies explain the model: restricted loss ends below the test loss, and
     # falls (the circuit forms) long before the test loss does (the grok)
     assert a.key_freqs == [2, 16, 17, 21] and a.measure_meta("key_frequencies")["sources"]["16"] == "logits"
+    # the per-checkpoint count is the neuron rule's, and is named so: it misses k = 16 at the end
+    assert "n_key_freqs" not in t.columns and t["neuron_freqs"].iloc[-1] == "2 17 21" and t["n_neuron_freqs"].iloc[-1] == 3
     assert t["restricted_loss"].iloc[-1] <= t["test_loss"].iloc[-1]
     assert t["restricted_loss_test"].iloc[-1] <= t["test_loss"].iloc[-1]
     first_below = lambda col: int(t.loc[t[col] < 0.5, "step"].iloc[0])  # noqa: E731

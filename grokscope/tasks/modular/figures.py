@@ -93,17 +93,26 @@ def progress_figures(a: Analysis) -> list[Figure]:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=t["step"], y=t["gini_embed"], name="Gini of W_E spectrum"))
     fig.add_trace(go.Scatter(x=t["step"], y=t["gini_logit"], name="Gini of W_L spectrum"))
-    fig.add_trace(go.Scatter(x=t["step"], y=t["n_key_freqs"], name="# key frequencies", yaxis="y2",
-                             line_dash="dot"))
+    fig.add_trace(go.Scatter(x=t["step"], y=t["n_neuron_freqs"], name="# frequencies by the neuron rule (0.85)",
+                             yaxis="y2", line_dash="dot"))
+    n_final = len(a.key_freqs)
+    if n_final:
+        fig.add_trace(go.Scatter(x=[t["step"].min(), t["step"].max()], y=[n_final, n_final], yaxis="y2",
+                                 mode="lines", line=dict(color="grey", dash="dash", width=1),
+                                 name=f"# final key frequencies (explain the model): {n_final}"))
     fig.update_layout(height=380, xaxis_title="step", yaxis_title="Gini", margin=dict(r=90),
-                      yaxis2=dict(overlaying="y", side="right", title=dict(text="# key frequencies (neuron rule)",
+                      yaxis2=dict(overlaying="y", side="right", title=dict(text="# frequencies (neuron rule)",
                                                                            standoff=12),
                                   tickmode="linear", tick0=0, dtick=1, tickformat="d", rangemode="tozero",
                                   showgrid=False),
                       legend=dict(orientation="h", y=-0.25))
     phase_shapes(fig, a.phases, log_x=False)
     figs.append(Figure("Sparsity in the Fourier basis", "Gini coefficient of the per-frequency norms (k >= 1); it "
-                 "jumps during cleanup, when the model sheds all but a few frequencies.", fig))
+                 "jumps during cleanup, when the model sheds all but a few frequencies. Dotted, right axis: how many "
+                 "frequencies each checkpoint's neurons cluster on by the neuron rule alone (best share >= 0.85; "
+                 "column n_neuron_freqs), which can miss frequencies the model uses; dashed: the size of the final "
+                 "key-frequency set, which adds frequencies by their share of the logits until the restricted loss "
+                 "is no higher than the model's own (not computed per checkpoint).", fig))
     return figs
 
 

@@ -5,8 +5,10 @@ activations there, through the exact 1-layer fast path when it applies); the mea
 share that forward through `ctx.cached`. In table-column order:
 
 - `ModularLossAccuracy`: train/test loss (float64) and accuracy, from the checkpoint.
-- `KeyFrequencyMeasure`: this checkpoint's key frequencies (neuron clustering, Nanda et
-  al.); the final ones define the progress measures; final neuron table (neurons.csv).
+- `KeyFrequencyMeasure`: this checkpoint's frequencies by the neuron rule alone (neuron
+  clustering at 0.85, Nanda et al.; columns n_neuron_freqs, neuron_freqs); the final key
+  frequencies (`explaining_key_frequencies`, neuron rule plus logit share) define the
+  progress measures; final neuron table (neurons.csv).
 - `WeightNormMeasure` (any task): sum of squared weights, per tensor too.
 - `FourierSpectra`: Gini of the W_E and W_L spectra; per-frequency norms (spectra.csv);
   the final logits' 2D Fourier spectrum.
@@ -133,20 +135,24 @@ class ModularLossAccuracy(Measure):
 
 
 class KeyFrequencyMeasure(Measure):
-    """n_key_freqs and key_freqs of each checkpoint (its own neuron clustering, threshold
-    0.85); final: the neuron table (neuron, freq, fraction) and the final key frequencies
-    that explain the model, with the rule that found each (meta)."""
+    """n_neuron_freqs and neuron_freqs of each checkpoint: the frequencies of its own neuron
+    clustering alone (threshold 0.85), NOT the final key frequencies' rule (that rule adds
+    frequencies until the restricted loss matches the model's, too costly at every
+    checkpoint); final: the neuron table (neuron, freq, fraction) and the final key
+    frequencies that explain the model, with the rule that found each (meta)."""
 
     name = "key_frequencies"
 
-    def setup(self, ctx: CheckpointContext) -> list[int]:
-        return _freqs(final_key_frequencies(ctx))
+    def setup(self, ctx: CheckpointContext) -> dict:
+        # the per-checkpoint columns are named in the fingerprint: rows of an analysis that
+        # stored them as n_key_freqs / key_freqs are measured again, not reused
+        return {"freqs": _freqs(final_key_frequencies(ctx)), "per_checkpoint": "neuron rule 0.85"}
 
     def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
         _, post = answer_forward(ctx)
         kf = key_frequencies_from_activations(post, ctx.task.p) if post is not None else None
-        return Measured(scalars={"n_key_freqs": len(kf.freqs) if kf is not None else 0,
-                                 "key_freqs": " ".join(map(str, kf.freqs)) if kf is not None else ""})
+        return Measured(scalars={"n_neuron_freqs": len(kf.freqs) if kf is not None else 0,
+                                 "neuron_freqs": " ".join(map(str, kf.freqs)) if kf is not None else ""})
 
     def final(self, ctx: CheckpointContext) -> FinalMeasured:
         kf = final_key_frequencies(ctx)

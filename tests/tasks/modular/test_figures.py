@@ -9,16 +9,22 @@ import pandas as pd
 
 from grokscope.measures.phases import Phases
 from grokscope.pipeline import Analysis
-from grokscope.tasks.modular.figures import basis_ticks, fourier_slider_figures, fourier_snapshot_frames
+from grokscope.tasks.modular.figures import (
+    basis_ticks,
+    fourier_slider_figures,
+    fourier_snapshot_frames,
+    progress_figures,
+)
 from grokscope.tasks.modular.measures import fourier_2d_table, snapshot_count
 from tests.tasks.modular.test_measures import planted_inputs
 
 
-def fake_analysis(p: int, steps: list[int], table: pd.DataFrame | None, final: dict | None = None) -> Analysis:
+def fake_analysis(p: int, steps: list[int], table: pd.DataFrame | None, final: dict | None = None,
+                  columns: dict | None = None, meta: dict | None = None) -> Analysis:
     run = SimpleNamespace(config=SimpleNamespace(task=SimpleNamespace(p=p)))
     tables = {} if table is None else {"fourier_2d": table}
-    return Analysis(run=run, table=pd.DataFrame({"step": steps}), tables=tables, final=final or {},
-                    phases=Phases(None, None, None, None))
+    return Analysis(run=run, table=pd.DataFrame({"step": steps, **(columns or {})}), tables=tables, final=final or {},
+                    phases=Phases(None, None, None, None), meta=meta or {})
 
 
 def test_sliders_resample_stored_steps_and_keep_the_fourier_labels():
@@ -60,3 +66,20 @@ def test_basis_ticks_label_const_and_cos_rows_without_crowding():
     ticks = basis_ticks(113)
     assert ticks["ticktext"][:3] == ["const", "cos 4", "cos 8"] and len(ticks["ticktext"]) <= 16
     assert basis_ticks(23)["ticktext"] == ["const"] + [f"cos {k}" for k in range(1, 12)]
+
+
+def test_the_per_checkpoint_frequency_count_is_labelled_as_the_neuron_rule():
+    steps = [0, 100, 200, 300]
+    curve = [0, 1, 3, 3]
+    cols = {c: [1.0, 0.5, 0.1, 0.01] for c in ("train_loss", "test_loss", "restricted_loss", "excluded_loss")}
+    cols.update(train_acc=[0, 1, 1, 1], test_acc=[0, 0, 1, 1], sum_sq_weights=[9, 8, 7, 6], gini_embed=[0.1] * 4,
+                gini_logit=[0.2] * 4, n_neuron_freqs=curve)
+    meta = {"measures": {"key_frequencies": {"freqs": [2, 16, 17, 21]}}}
+    sparsity = next(f for f in progress_figures(fake_analysis(59, steps, None, columns=cols, meta=meta))
+                    if f.title == "Sparsity in the Fourier basis")
+    traces = {t.name: t for t in sparsity.figure.data}
+    assert list(traces["# frequencies by the neuron rule (0.85)"].y) == curve
+    assert list(traces["# final key frequencies (explain the model): 4"].y) == [4, 4]
+    assert not any("# key frequencies" == name for name in traces)
+    assert "neuron rule alone" in sparsity.caption and "n_neuron_freqs" in sparsity.caption
+    assert sparsity.figure.layout.yaxis2.title.text == "# frequencies (neuron rule)"
