@@ -215,7 +215,7 @@ def verify(run_dir, step, n_pairs, seed, max_failures, progress) -> None:
 @click.option("--address", default=None, help="Ray cluster address (ray backend; default: start a local one).")
 @click.option("--workers", type=int, default=None, help="Parallel workers (default: every core).")
 @click.option("--stack", type=int, default=None,
-              help="Models trained together in one stacked step (default: 16 on CUDA, 1 on CPU).")
+              help="Models trained together in one batched step (default: 256 on CUDA; on CPU each config's seeds split evenly over the workers, at most 16).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sweep(spec, out, backend, address, workers, stack, progress) -> None:
     """Train every point of the grid in SPEC (TOML), each into an ordinary run folder.
