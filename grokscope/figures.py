@@ -79,12 +79,13 @@ def spectrum_slider(spec: pd.DataFrame, column: str, title: str) -> go.Figure:
 
 
 def heatmap_slider(frames: dict[int, list[np.ndarray]], titles: list[str], *, labels: list[str] | None = None,
-                   cols: int = 4, zrange: tuple[float, float] | None = None, colorscale: str = "Viridis",
-                   colorbar_title: str = "", panel_px: int = 320) -> go.Figure:
+                   ylabels: list[str] | None = None, cols: int = 4, zrange: tuple[float, float] | None = None,
+                   colorscale: str = "Viridis", colorbar_title: str = "", panel_px: int = 320) -> go.Figure:
     """Heatmaps (one subplot per entry of `titles`) with a slider over checkpoints.
 
     `frames` maps a step to its list of 2D arrays, one per subplot, drawn as given (rows on
-    y, columns on x; `labels` name both axes' entries, e.g. Fourier basis rows). Every
+    y, columns on x; `labels` name both axes' entries, e.g. Fourier basis rows, unless
+    `ylabels` names the rows). Every
     (step, subplot) is one trace stored in float32, which plotly writes as binary (base64),
     not as JSON numbers; the slider only toggles which step's traces are visible (the last
     step's at first). All subplots share one colour scale over every step (`zrange`, or
@@ -98,7 +99,8 @@ def heatmap_slider(frames: dict[int, list[np.ndarray]], titles: list[str], *, la
                         vertical_spacing=0.12 if rows > 1 else 0.1)
     for s in steps:
         for j, z in enumerate(frames[s]):
-            fig.add_trace(go.Heatmap(z=np.asarray(z, dtype=np.float32), x=labels, y=labels, coloraxis="coloraxis",
+            fig.add_trace(go.Heatmap(z=np.asarray(z, dtype=np.float32), x=labels,
+                                     y=labels if ylabels is None else ylabels, coloraxis="coloraxis",
                                      visible=s == steps[-1], name=f"step {s}"), j // cols + 1, j % cols + 1)
     if zrange is None:
         values = np.concatenate([np.asarray(z, dtype=np.float64).ravel() for zs in frames.values() for z in zs])

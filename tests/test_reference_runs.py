@@ -102,6 +102,8 @@ def test_report_axes_read_as_a_reader_expects(mini_grok, tmp_path):
         for axis in ("xtick", "ytick"):  # 2D spectra with a slider keep the basis labels
             spectrum = section_ticks(dom, heading, axis)
             assert "const" in spectrum and any(t.startswith("cos ") for t in spectrum), (heading, spectrum)
+    scores = section_ticks(dom, "Attention scores in the Fourier basis across training", "xtick")
+    assert "const" in scores and any(t.startswith("cos ") for t in scores), scores
     weights = section_ticks(dom, "Progress measures (Nanda et al., Figure 6)", "y2tick")
     values = [float(t.replace(",", "").replace("−", "-")) for t in weights if t]
     assert values and all(v % 50 == 0 for v in values), weights  # round ticks on the weights axis

@@ -233,7 +233,6 @@ def structure_figures(a: Analysis) -> list[Figure]:
         figs.append(Figure("Excluded loss per key frequency", "Train loss after removing one key frequency's "
                      "cos(w(a±b)), sin(w(a±b)) directions from the logits.", fig))
 
-    names = basis_names(a.run.config.task.p)
     att = a.final.get("attention")
     if att is not None:
         n_heads = att.shape[1]
@@ -247,14 +246,6 @@ def structure_figures(a: Analysis) -> list[Figure]:
                      "Attention weight from the '=' query to the a token, for every input (a, b). Its 2D Fourier "
                      "spectrum across training follows.", fig))
     figs += fourier_slider_figures(a)
-    scores = a.final.get("fourier_attention_scores")
-    if scores is not None:
-        fig = go.Figure(go.Heatmap(z=scores, x=names, colorscale="RdBu", zmid=0,
-                                   y=[f"head {h}" for h in range(len(scores))]))
-        fig.update_layout(height=300, xaxis_title="Fourier basis vector of the key token")
-        fig.update_xaxes(**basis_ticks(len(names)))
-        figs.append(Figure("Attention scores in the Fourier basis", "B · W_E · W_K · W_Q · (W_E[=] + W_pos[2]): how "
-                     "much each Fourier component of a key token's embedding scores against the '=' query.", fig))
     return figs
 
 
@@ -272,10 +263,12 @@ def fourier_snapshot_frames(a: Analysis) -> tuple[dict[int, dict[str, np.ndarray
         spec = a.final.get("attention_spectrum")
         if spec is not None:
             frames.update({f"attention head {h}": spec[0, h] for h in range(spec.shape[1])})
+        if a.final.get("fourier_attention_scores") is not None:
+            frames["attention scores"] = a.final["fourier_attention_scores"]
         last = int(a.table["step"].iloc[-1]) if n_total else 0
         return ({last: frames} if frames else {}), n_total
     value_cols = [c for c in table.columns if c not in ("step", "panel", "row")]
-    n_heads = sum(str(panel).startswith("attention") for panel in table["panel"].unique())
+    n_heads = sum(str(panel).startswith("attention head") for panel in table["panel"].unique())
     steps = sample_steps(table["step"].unique(), snapshot_count(len(value_cols), n_heads))
     out = {}
     for step in steps:
@@ -290,8 +283,9 @@ def log_magnitude(x: np.ndarray, floor: float) -> np.ndarray:
 
 
 def fourier_slider_figures(a: Analysis) -> list[Figure]:
-    """The attention and logit 2D Fourier spectra across training, each with a checkpoint
-    slider (basis rows const, cos k, sin k on both axes; a's row on y, b's on x)."""
+    """The attention 2D Fourier spectra, the attention scores in the Fourier basis and the
+    logits' 2D spectrum across training, each with a checkpoint slider (basis rows const,
+    cos k, sin k; in 2D spectra a's row on y, b's on x)."""
     frames, n_total = fourier_snapshot_frames(a)
     if not frames:
         return []
@@ -299,7 +293,7 @@ def fourier_slider_figures(a: Analysis) -> list[Figure]:
     shown = (f"{len(frames)} of the {n_total} checkpoints (evenly spaced in steps, always the final one), "
              "to keep the report small; all share one colour scale.")
     figs = []
-    heads = [panel for panel in next(iter(frames.values())) if panel.startswith("attention")]
+    heads = [panel for panel in next(iter(frames.values())) if panel.startswith("attention head")]
     if heads and all(set(heads) <= set(f) for f in frames.values()):
         fig = heatmap_slider({s: [log_magnitude(f[h], 1e-6) for h in heads] for s, f in frames.items()},
                              [h.replace("attention ", "") for h in heads], labels=names, colorscale="Magma",
@@ -310,6 +304,17 @@ def fourier_slider_figures(a: Analysis) -> list[Figure]:
         figs.append(Figure("Attention from '=' in the 2D Fourier basis across training",
                            "log10 |B·A·Bᵀ| of each head's attention from '=' to a over the (a, b) grid (rows: a's "
                            "basis vector, columns: b's). Drag the slider through " + shown, fig))
+    if all("attention scores" in f for f in frames.values()):
+        scores = {s: [f["attention scores"]] for s, f in frames.items()}
+        top = max(float(np.nanmax(np.abs(z[0]))) for z in scores.values()) or 1.0
+        n_heads = len(next(iter(scores.values()))[0])
+        fig = heatmap_slider(scores, [""], labels=names, ylabels=[f"head {h}" for h in range(n_heads)],
+                             zrange=(-top, top), colorscale="RdBu", colorbar_title="score", panel_px=60 + 40 * n_heads)
+        fig.update_xaxes(title="Fourier basis vector of the key token", **basis_ticks(len(names)))
+        figs.append(Figure("Attention scores in the Fourier basis across training",
+                           "B · W_E · W_K · W_Q · (W_E[=] + W_pos[2]): how much each Fourier component of a key "
+                           "token's embedding scores against the '=' query (colour scale centred on 0). Drag the "
+                           "slider through " + shown, fig))
     if all("logits" in f for f in frames.values()):
         fig = heatmap_slider({s: [log_magnitude(f["logits"], 1e-9)] for s, f in frames.items()}, [""], labels=names,
                              colorbar_title="log10 norm", panel_px=520)

@@ -21,9 +21,10 @@ share that forward through `ctx.cached`. In table-column order:
   spectrum, and the attention scores in the Fourier basis.
 - `ClockEmbedding`: every number token's embedding in the plane of each final key
   frequency (clock.csv), to watch the circles form across checkpoints.
-- `FourierSnapshots`: the logits' 2D Fourier spectrum and each head's attention spectrum
-  at a few checkpoints spread evenly over training (fourier_2d.csv), for the report's
-  sliders; how many is set by a budget of stored values (`snapshot_count`).
+- `FourierSnapshots`: the logits' 2D Fourier spectrum, each head's attention spectrum and
+  the attention scores in the Fourier basis at a few checkpoints spread evenly over
+  training (fourier_2d.csv), for the report's sliders; how many is set by a budget of
+  stored values (`snapshot_count`).
 
 The Fourier measures of logits (restricted/excluded loss, trig fit, distance
 irrelevance) assume the answer is a function of a ± b: they are computed for `add` and
@@ -344,23 +345,27 @@ def snapshot_count(p: int, n_heads: int, budget: int = SNAPSHOT_VALUES) -> int:
     return max(SNAPSHOT_MIN, min(SNAPSHOT_MAX, budget // ((n_heads + 1) * p * p)))
 
 
-def fourier_2d_table(logits: Tensor, pattern: Tensor, p: int) -> pd.DataFrame:
-    """The 2D Fourier spectra of one checkpoint as a wide table, one row per basis row of a.
+def fourier_2d_table(logits: Tensor, pattern: Tensor, p: int, scores: Tensor | None = None) -> pd.DataFrame:
+    """The Fourier spectra of one checkpoint as a wide table, one row per basis row of a.
 
     Panels: "logits", the norm over output classes of B·L·Bᵀ (L the (p², p) logits at `=`,
     batch index a·p + b), and "attention head h", the coefficients B·A_h·Bᵀ of the attention
-    from `=` to a over the (a, b) grid (`pattern` as `AllPairsRun.pattern`). Columns: panel,
-    row (a's basis row: const, cos1, sin1, ...), then one column per b basis row (same
-    names). Values in float32.
+    from `=` to a over the (a, b) grid (`pattern` as `AllPairsRun.pattern`); with `scores`
+    (`fourier_attention_scores`, (head, p)), panel "attention scores", one row per head
+    (row "head h"). Columns: panel, row (a's basis row: const, cos1, sin1, ...), then one
+    column per b basis row (same names; for the scores, the key token's basis row). Values
+    in float32.
     """
     names = fourier_basis(p)[1]
-    parts = [("logits", fourier_2d(logits.double(), p).norm(dim=-1))]
+    parts = [("logits", names, fourier_2d(logits.double(), p).norm(dim=-1))]
     att = attention_spectrum(operand_attention_from_pattern(pattern, p)[0].double())
-    parts += [(f"attention head {h}", att[h]) for h in range(att.shape[0])]
+    parts += [(f"attention head {h}", names, att[h]) for h in range(att.shape[0])]
+    if scores is not None:
+        parts.append(("attention scores", [f"head {h}" for h in range(scores.shape[0])], scores))
     frames = []
-    for panel, spec in parts:
+    for panel, rows, spec in parts:
         df = pd.DataFrame(spec.float().numpy(), columns=names)
-        df.insert(0, "row", names)
+        df.insert(0, "row", rows)
         df.insert(0, "panel", panel)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -386,8 +391,9 @@ class FourierSnapshots(Measure):
     def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
         if ctx.step not in self.steps:
             return Measured()
-        logits, _ = answer_forward(ctx)
-        return Measured(tables={"fourier_2d": fourier_2d_table(logits, hooked_forward(ctx).pattern, ctx.task.p)})
+        logits, p = answer_forward(ctx)[0], ctx.task.p
+        scores = fourier_attention_scores(ctx.model, p)
+        return Measured(tables={"fourier_2d": fourier_2d_table(logits, hooked_forward(ctx).pattern, p, scores)})
 
 
 def modular_measures() -> list[Measure]:

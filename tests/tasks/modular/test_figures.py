@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from grokscope.measures.phases import Phases
 from grokscope.pipeline import Analysis
@@ -32,15 +33,21 @@ def test_sliders_resample_stored_steps_and_keep_the_fourier_labels():
     parts = []
     for s in steps:
         k = 1 + s // 1000  # the planted logit frequency moves: 1, 2, 3, 4, 5
-        t = fourier_2d_table(*planted_inputs(p, k, [3, 7]), p)
+        scores = np.zeros((2, p))
+        scores[0, 2 * k - 1] = -3.0  # head 0's score on cos k
+        t = fourier_2d_table(*planted_inputs(p, k, [3, 7]), p, torch.tensor(scores))
         t.insert(0, "step", s)
         parts.append(t)
     a = fake_analysis(p, steps, pd.concat(parts, ignore_index=True))
     frames, n_total = fourier_snapshot_frames(a)
     n = snapshot_count(p, 2)
     assert n_total == 41 and len(frames) == n == 16 and 0 in frames and 4000 in frames
-    att, logit = fourier_slider_figures(a)
+    att, scores, logit = fourier_slider_figures(a)
     assert att.title.startswith("Attention from '='") and logit.title.startswith("Logits in the 2D Fourier basis")
+    assert scores.title == "Attention scores in the Fourier basis across training" and len(scores.figure.data) == n
+    last = next(t for t in scores.figure.data if t.visible)
+    assert list(last.y) == ["head 0", "head 1"] and last.x[int(np.argmin(last.z[0]))] == "cos 5"
+    assert scores.figure.layout.coloraxis.cmin == -3 and scores.figure.layout.coloraxis.cmax == 3  # centred on 0
     assert f"{n} of the 41 checkpoints" in logit.caption and f"{n} of the 41 checkpoints" in att.caption
     assert len(att.figure.data) == 2 * n and len(logit.figure.data) == n
     # the last step is shown first, and its brightest logit cell is the planted frequency 5
@@ -49,9 +56,9 @@ def test_sliders_resample_stored_steps_and_keep_the_fourier_labels():
     z = np.asarray(shown[0].z)
     i, j = np.unravel_index(np.argmax(z), z.shape)
     assert shown[0].y[i].endswith(" 5") and shown[0].x[j].endswith(" 5")
-    for fig in (att.figure, logit.figure):  # 2D Fourier heatmaps: const / cos k tick labels on both axes
-        for axis in (fig.layout.xaxis, fig.layout.yaxis):
-            assert axis.ticktext[0] == "const" and all(t.startswith("cos ") for t in axis.ticktext[1:])
+    for axis in (att.figure.layout.xaxis, att.figure.layout.yaxis, logit.figure.layout.xaxis,
+                 logit.figure.layout.yaxis, scores.figure.layout.xaxis):  # const / cos k tick labels
+        assert axis.ticktext[0] == "const" and all(t.startswith("cos ") for t in axis.ticktext[1:])
 
 
 def test_sliders_fall_back_to_the_final_arrays():
@@ -59,6 +66,11 @@ def test_sliders_fall_back_to_the_final_arrays():
     final = {"logit_spectrum": np.ones((p, p)), "attention_spectrum": np.ones((2, 3, p, p))}
     figs = fourier_slider_figures(fake_analysis(p, [0, 50], None, final))
     assert [len(f.figure.data) for f in figs] == [3, 1] and "1 of the 2 checkpoints" in figs[1].caption
+    final["fourier_attention_scores"] = np.ones((3, p))
+    figs = fourier_slider_figures(fake_analysis(p, [0, 50], None, final))
+    assert [f.title for f in figs] == ["Attention from '=' in the 2D Fourier basis across training",
+                                       "Attention scores in the Fourier basis across training",
+                                       "Logits in the 2D Fourier basis across training"]
     assert fourier_slider_figures(fake_analysis(p, [0, 50], None)) == []
 
 

@@ -40,10 +40,15 @@ def planted_inputs(p: int, k: int, head_freqs: list[int]) -> tuple[torch.Tensor,
 
 def test_fourier_2d_table_finds_the_planted_frequencies():
     p, k, head_freqs = 23, 5, [3, 7]
-    table = fourier_2d_table(*planted_inputs(p, k, head_freqs), p)
     names = fourier_basis(p)[1]
+    scores = torch.zeros(2, p)  # Fourier coordinates: head 0 scores cos 4, head 1 sin 9 (negatively)
+    scores[0, 2 * 4 - 1], scores[1, 2 * 9] = 1.0, -2.0
+    table = fourier_2d_table(*planted_inputs(p, k, head_freqs), p, scores)
     assert list(table.columns) == ["panel", "row", *names]
-    assert list(table["panel"].unique()) == ["logits", "attention head 0", "attention head 1"]
+    assert list(table["panel"].unique()) == ["logits", "attention head 0", "attention head 1", "attention scores"]
+    s = table[table["panel"] == "attention scores"].set_index("row")[names]
+    assert s.index.tolist() == ["head 0", "head 1"] and s.loc["head 0", "cos4"] == 1 and s.loc["head 1", "sin9"] == -2
+    assert s.abs().to_numpy().sum() == 3  # nothing elsewhere
     assert all(table[c].dtype == np.float32 for c in names)
     logits = table[table["panel"] == "logits"].set_index("row")[names]
     # cos(w_k(a + b - c)) lives on the cos k / sin k rows and columns of a and b, nowhere else
@@ -71,9 +76,11 @@ def test_snapshots_are_stored_for_evenly_spread_checkpoints_only(tmp_path):
     steps = sorted(table["step"].unique())
     assert len(steps) == snapshot_count(59, 4, budget=1) == 4 < len(a.table)
     assert steps == sample_steps(a.table["step"], 4) == [0, 1000, 2000, 3000]
-    assert (table.groupby("step").size() == 5 * 59).all()  # logits and 4 heads, one row per basis row of a
+    assert (table.groupby("step").size() == 5 * 59 + 4).all()  # logits and 4 heads by a's basis rows; 4 score rows
     # the grok shows in the stored spectra: the logits' mass concentrates on the key frequencies
     logits = table[table["panel"] == "logits"]
+    scores = table[(table["panel"] == "attention scores") & (table["step"] == 3000)]
+    assert scores["row"].tolist() == [f"head {h}" for h in range(4)]
     key = [f"{t}{k}" for k in (2, 16, 17, 21) for t in ("cos", "sin")]
 
     def key_share(step):
