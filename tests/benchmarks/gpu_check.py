@@ -1,8 +1,8 @@
-"""One prepared GPU check of the training core (about 5-9 minutes on one H100/H200).
+"""One prepared GPU check of the training core (5 minutes on one H100/H200 by default).
 
 Run from the repository root on a machine with one CUDA GPU:
 
-    PYTHONPATH=. python tests/benchmarks/gpu_check.py --out gpu_check.json [--budget 480]
+    PYTHONPATH=. python tests/benchmarks/gpu_check.py --out gpu_check.json [--budget 290]
 
 What it measures, in this order (each part is skipped, with a note, when the time budget is
 spent; the JSON summary is rewritten after every part, so a killed run keeps what it had):
@@ -18,7 +18,8 @@ spent; the JSON summary is rewritten after every part, so a killed run keeps wha
    evaluation (ms per epoch), against grokscope's step in the same process;
 5. the full `adder-777` recipe (27,000 steps) for 256 seeds, with its default logging and
    250 checkpoints per run: wall time, models per hour, and how many seeds reach >= 99%
-   exact match (with a Wilson interval). Cut off at the budget and extrapolated if needed.
+   exact match (with a Wilson interval). Cut off at the budget and extrapolated if needed
+   (on an H200 parts 1-4 take ~155 s, so the default budget leaves the full run ~120 s).
 
 A GPU machine may have PyTorch but not transformer-lens or plotly (the task packages import
 plotly for their figures). Bring them as wheels, downloaded here beforehand for the
@@ -269,7 +270,7 @@ def main() -> None:
     global DEVICE, DRY
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="gpu_check.json")
-    ap.add_argument("--budget", type=float, default=480, help="seconds for the whole script")
+    ap.add_argument("--budget", type=float, default=290, help="seconds for the whole script")
     ap.add_argument("--steps", type=int, default=300, help="steps per throughput point")
     ap.add_argument("--dry-run", action="store_true", help="every part on the CPU at toy sizes")
     args = ap.parse_args()
