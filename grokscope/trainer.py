@@ -123,12 +123,6 @@ def task_for_run(config: RunConfig, out_dir: Path, resume: bool) -> Task:
     return make_task(config.task, split, batch_size=config.train.batch_size)
 
 
-def task_for_run(config: RunConfig, out_dir: Path, resume: bool) -> Task:
-    """The run's task: with its saved split when resuming, a freshly seeded one otherwise."""
-    split = ckpt.load_tensors(Path(out_dir) / SPLIT_FILENAME) if resume else None
-    return make_task(config.task, split, batch_size=config.train.batch_size)
-
-
 def start_run_dir(out_dir: Path, config: RunConfig, task) -> None:
     """Lay out a fresh run directory: checkpoints/, config.json, the split, an empty metrics file."""
     (out_dir / CHECKPOINTS_DIRNAME).mkdir(parents=True, exist_ok=True)
