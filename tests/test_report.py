@@ -80,7 +80,7 @@ def test_adder_report_has_its_own_figures(adder_report):
 def test_adder_report_draws_in_headless_chromium(adder_report, tmp_path):
     attrs = body_attributes_in_chromium(adder_report, tmp_path)
     assert attrs["js-errors"] == "0"
-    assert attrs["figures-drawn"] == attrs["figures-expected"] == "7"
+    assert attrs["figures-drawn"] == attrs["figures-expected"] == "8"  # 7 of the task + essential dynamics
 
 
 def test_shared_plotly_js_report_is_small_and_draws(report, tmp_path):

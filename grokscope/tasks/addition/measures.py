@@ -42,6 +42,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from grokscope.measures.essential_dynamics import EssentialDynamics
 from grokscope.measures.fourier import fourier_basis, group_by_frequency
 from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
 from grokscope.measures.metrics import LoggedMetrics
@@ -455,4 +456,4 @@ class AdderNeurons(Measure):
 def addition_measures(per_chain: int = 100) -> list[Measure]:
     """Fresh instances of every addition measure, in table-column order."""
     return [LoggedMetrics(), TeacherForcedScores(), CarryChainAccuracy(per_chain), AttentionAlignment(),
-            DigitEmbeddings(), AdderNeurons()]
+            DigitEmbeddings(), AdderNeurons(), EssentialDynamics()]

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from grokscope.measures.essential_dynamics import EssentialDynamics
 from grokscope.measures.attention import attention_spectrum, fourier_attention_scores, operand_attention_from_pattern
 from grokscope.measures.clock_pizza import distance_irrelevance, distance_table, gradient_symmetricity
 from grokscope.measures.common import AllPairsRun, all_pairs_run, all_pairs_tokens, cross_entropy, sample_steps
@@ -399,4 +400,5 @@ class FourierSnapshots(Measure):
 def modular_measures() -> list[Measure]:
     """Fresh instances of every modular measure, in table-column order."""
     return [ModularLossAccuracy(), KeyFrequencyMeasure(), FourierSpectra(), WeightNormMeasure(), ProgressMeasures(),
-            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding(), FourierSnapshots()]
+            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding(), FourierSnapshots(),
+            EssentialDynamics()]
