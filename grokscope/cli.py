@@ -128,7 +128,19 @@ def train(preset_name, out, resume, force, progress, cuda_graphs, **fields) -> N
               help="Seconds between saves of the rows measured so far (a killed analysis resumes from them).")
 @click.option("--plotly-js", type=click.Choice(["inline", "shared"]), default="inline", show_default=True,
               help="inline: one self-contained report file; shared: plotly.min.js written once beside it.")
-def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js) -> None:
+@click.option("--llc", "with_llc", is_flag=True,
+              help="Also estimate the local learning coefficient (needs pip install 'grokscope[llc]').")
+@click.option("--llc-every", type=int, default=0, show_default=True,
+              help="LLC at every N-th checkpoint (0: about 25 spread evenly).")
+@click.option("--llc-calibrate", is_flag=True,
+              help="Pick the LLC's SGLD settings on the final checkpoint first and save them with the run.")
+@click.option("--llc-lr", type=float, default=None, help="SGLD step size (default: calibrated, else 1e-4).")
+@click.option("--llc-n-beta", type=float, default=None, help="SGLD inverse temperature (default: calibrated, else 30).")
+@click.option("--llc-localization", type=float, default=None, help="Pull towards the checkpoint (default 100).")
+@click.option("--llc-draws", type=int, default=None, help="Draws per chain (default 100).")
+@click.option("--llc-chains", type=int, default=None, help="SGLD chains (default 2).")
+def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js, with_llc, llc_every, llc_calibrate,
+            llc_lr, llc_n_beta, llc_localization, llc_draws, llc_chains) -> None:
     """Analyse every checkpoint of RUN_DIR; write RUN_DIR/analysis/ and RUN_DIR/report.html.
 
     Given a sweep folder (made by `grokscope sweep`), write its sweep report instead.
@@ -147,9 +159,23 @@ def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js) -> No
         fail(f"{run_dir} does not exist")
     if not is_run_dir(run_dir):
         fail(f"{run_dir} is not a grokscope run directory (no config.json and checkpoints/)")
+    measures = None
+    if with_llc:
+        try:
+            from grokscope.measures.llc import LLCMeasure, LLCSettings
+        except ImportError:
+            fail("--llc needs devinterp: pip install 'grokscope[llc]'")
+        from grokscope.run import read_run_config
+        from grokscope.tasks.registry import task_measures
+
+        given = {k: v for k, v in (("lr", llc_lr), ("n_beta", llc_n_beta), ("localization", llc_localization),
+                                   ("num_draws", llc_draws), ("num_chains", llc_chains)) if v is not None}
+        settings = LLCSettings(**given) if given else None
+        measures = task_measures(read_run_config(run_dir).task.task) + [
+            LLCMeasure(settings, every=llc_every, calibrate=llc_calibrate)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedCheckpointWarning)  # listed once below, from the result
-        result = run_analysis(run_dir, progress=progress, force=force, save_every=save_every)
+        result = run_analysis(run_dir, progress=progress, force=force, save_every=save_every, measures=measures)
     for path in result.skipped:
         click.echo(f"warning: skipped unreadable checkpoint {path}", err=True)
     path = write_report(result, plotly_js=plotly_js)
