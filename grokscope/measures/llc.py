@@ -71,7 +71,8 @@ def _quiet() -> Iterator[None]:
 def estimate_llc(model: torch.nn.Module, n_examples: int, loss_fn: Callable[[torch.nn.Module, Tensor], Tensor],
                  settings: LLCSettings) -> dict[str, float]:
     """LLC of `model`'s current weights: {"llc", "llc_std" (over chains), "init_loss",
-    "final_loss" (mean loss over the last third of the draws)}.
+    "mid_loss" and "final_loss" (mean sampled loss over the middle and the last third of the
+    draws)}.
 
     `loss_fn(model, index)` returns per-example losses (batch,) for example indices (batch,)
     into a training set of `n_examples`. The model's own weights are not changed.
@@ -92,8 +93,11 @@ def estimate_llc(model: torch.nn.Module, n_examples: int, loss_fn: Callable[[tor
                             init_seed=settings.seed, device=str(device), output_path=Path(tmp) / "draws.zarr")
         result = {"llc": float(out.llc_mean), "llc_std": float(out.llc_std), "init_loss": float(out.init_loss)}
         trace = np.asarray(out.loss_trace.values, dtype=np.float64)  # (chain, draw)
-    tail = trace[:, -max(1, trace.shape[1] // 3):]
-    return {**result, "final_loss": float(tail.mean()) if tail.size and np.isfinite(tail).all() else math.nan}
+    third = max(1, trace.shape[1] // 3)
+    mid, tail = trace[:, third : 2 * third], trace[:, -third:]
+    finite = bool(trace.size) and bool(np.isfinite(trace).all())
+    return {**result, "mid_loss": float(mid.mean()) if finite and mid.size else math.nan,
+            "final_loss": float(tail.mean()) if finite else math.nan}
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -127,19 +131,23 @@ def task_loss_fn(task, tokens: Tensor, labels: Tensor, fast: bool = True
     return loss
 
 
-def stable(result: dict[str, float]) -> bool:
-    """A chain result usable for the LLC: finite, positive, and its loss no longer drifting
-    (mean loss of the last third of the draws within 1.5x the increase over the init loss
-    that the estimate itself implies, i.e. not diverging)."""
-    if not all(math.isfinite(result[k]) for k in ("llc", "llc_std", "init_loss", "final_loss")):
+def stable(result: dict[str, float], max_rise: float = 1.0, max_drift: float = 0.5) -> bool:
+    """Whether a chain result is usable for the LLC (a heuristic): finite and positive;
+    flattening (from the middle to the last third of the draws the mean loss rose by at most
+    `max_drift` of its total rise above the checkpoint's loss: a chain still climbing
+    steeply has not explored the basin); and still in the basin (the sampled loss at most
+    `max_rise` nats above the checkpoint's)."""
+    keys = ("llc", "llc_std", "init_loss", "mid_loss", "final_loss")
+    if not all(math.isfinite(result.get(k, math.nan)) for k in keys) or result["llc"] <= 0:
         return False
     rise = result["final_loss"] - result["init_loss"]
-    return result["llc"] > 0 and 0 <= rise < 10 * max(result["init_loss"], 1e-3) and result["llc_std"] < result["llc"]
+    drift = result["final_loss"] - result["mid_loss"]
+    return 0 < rise <= max_rise and drift <= max_drift * rise
 
 
-def calibrate_llc(model: torch.nn.Module, n_examples: int, loss_fn, grid_lr=(1e-5, 1e-4, 1e-3),
-                  grid_n_beta=(10.0, 30.0, 100.0), base: LLCSettings | None = None,
-                  draws: int = 60) -> tuple[LLCSettings | None, list[dict]]:
+def calibrate_llc(model: torch.nn.Module, n_examples: int, loss_fn, grid_lr=(3e-5, 1e-4, 3e-4),
+                  grid_n_beta=(30.0, 100.0, 300.0), base: LLCSettings | None = None,
+                  draws: int = 100) -> tuple[LLCSettings | None, list[dict]]:
     """Try every (lr, n_beta) of the grid with short chains on `model` (the final
     checkpoint) and return the stable setting with the largest lr (the fastest to explore;
     ties: the largest n_beta), or None if none is stable, and every trial's result."""
@@ -151,8 +159,8 @@ def calibrate_llc(model: torch.nn.Module, n_examples: int, loss_fn, grid_lr=(1e-
             try:
                 r = estimate_llc(model, n_examples, loss_fn, s)
             except (RuntimeError, ValueError) as e:  # a diverged chain can fail inside devinterp
-                r = {"llc": math.nan, "llc_std": math.nan, "init_loss": math.nan, "final_loss": math.nan,
-                     "error": str(e)[:200]}
+                r = {"llc": math.nan, "llc_std": math.nan, "init_loss": math.nan, "mid_loss": math.nan,
+                     "final_loss": math.nan, "error": str(e)[:200]}
             trials.append({"lr": lr, "n_beta": n_beta, **r, "stable": stable(r)})
     ok = [t for t in trials if t["stable"]]
     if not ok:
@@ -166,11 +174,13 @@ def settings_path(run) -> Path:
     return Path(run.path) / ANALYSIS_DIRNAME / LLC_SETTINGS_FILENAME
 
 
-def save_settings(run, settings: LLCSettings, trials: list[dict]) -> Path:
-    """Write the chosen settings and the calibration trials beside the run's analysis."""
+def save_settings(run, settings: LLCSettings, trials: list[dict], calibrated: bool = True) -> Path:
+    """Write the chosen settings, whether calibration found them (else they are the
+    defaults), and the calibration trials beside the run's analysis."""
     path = settings_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps({"settings": asdict(settings), "trials": trials}, indent=1).encode())
+    doc = {"settings": asdict(settings), "calibrated": calibrated, "trials": trials}
+    atomic_write_bytes(path, json.dumps(doc, indent=1, default=float).encode())
     return path
 
 
@@ -210,9 +220,11 @@ class LLCMeasure(Measure):
         self._loss = task_loss_fn(ctx.task, tokens, labels)
         if self.settings is None and self.calibrate:
             chosen, trials = calibrate_llc(ctx.model, self._n, self._loss)
-            if chosen is not None:
-                save_settings(ctx.run, chosen, trials)
-            self.settings = chosen
+            if chosen is None:
+                warnings.warn("LLC calibration: no setting of the grid gave stable chains on the final checkpoint; "
+                              "using the defaults (see the trials in llc_settings.json)")
+            save_settings(ctx.run, chosen or LLCSettings(), trials, calibrated=chosen is not None)
+            self.settings = chosen or LLCSettings()
         self.settings = self.settings or load_settings(ctx.run) or LLCSettings()
         self._steps = set(llc_steps(list(ctx.run.steps), self.every))
         return {"settings": asdict(self.settings), "steps": sorted(self._steps), "n_examples": self._n}
