@@ -260,14 +260,15 @@ def _adder_777() -> RunConfig:
     # yhavinga/gpt-acc-jax "pico-7d-ff14-lr02": 777 params, 99.69% on 10-digit addition.
     # init_range 0.5: with TransformerLens's default std 0.8/sqrt(7) = 0.30 the answer
     # digits' attention does not align (0% exact match); the JAX original inits at ~0.38.
-    # seed 1: this recipe is a lottery at 777 parameters — of seeds 42, 1, 2, 3, 4 only 1
-    # reaches >= 99% (100.00%); the others keep one or more answer digits at chance. The
-    # reference run used one torch thread (OMP_NUM_THREADS=1): other thread counts round
-    # differently and may end elsewhere.
+    # seed 8: this recipe is a lottery at 777 parameters. With the batched training core
+    # (batches hashed from seed and step) 1 of seeds 0-9 verifies at >= 99%: seed 8, which
+    # trained alone on one torch thread (OMP_NUM_THREADS=1) verifies at 100.00% (10,017/10,017);
+    # other thread counts and CPUs round differently and may end elsewhere. (The committed
+    # checkpoints/adder-777 is seed 1 from the earlier core, which drew other batches.)
     return RunConfig(
         task=TaskConfig(task="addition", n_digits=10, curriculum="1-3:2000,1-6:5000,1-10:20000"),
         model=ModelConfig(n_layers=1, d_model=7, n_heads=1, d_head=7, d_mlp=14, act_fn="gelu",
-                          normalization="LN", tied_embeddings=True, biases=False, seed=1,
+                          normalization="LN", tied_embeddings=True, biases=False, seed=8,
                           init_range=0.5),
         train=TrainConfig(epochs=27_000, lr=0.02, weight_decay=0.01, beta1=0.9, beta2=0.999,
                           warmup_steps=1350, lr_schedule="cosine", min_lr=0.002, grad_clip=1.0,
@@ -294,7 +295,7 @@ PRESET_DESCRIPTIONS = {
     "menon-d7": "a + b mod 97 at d_model 7 as a blog post proposed; does not learn in 20k epochs (kept to show it)",
     "modular-d7": "a + b mod 97 at d_model 7, 50% train: learns train and test together (~97% test), no grok",
     "mini-grok": "a + b mod 59, d_model 32: memorises by ~250 epochs, groks near 2,100 (the committed reference run)",
-    "adder-777": "the 777-parameter 10-digit adder (1 layer, d_model 7, tied, no biases); a seed lottery, seed 1 won",
+    "adder-777": "the 777-parameter 10-digit adder (1 layer, d_model 7, tied, no biases); a seed lottery, seed 8 won",
 }
 
 PRESETS = {"nanda": _nanda, "menon-d7": _menon_d7, "modular-d7": _modular_d7, "mini-grok": _mini_grok,

@@ -202,7 +202,7 @@ def test_fast_path_equals_hooked_forward(over):
         ref = model(tokens)[:, task.eq_pos :]
         fast = answer_position_forward(model, tokens, task.eq_pos)[0]
     assert fast.shape == (64, 12, 14)
-    assert (fast - ref).abs().max().item() < 1e-4
+    assert (fast - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())  # float32 round-off
 
 
 def test_evaluate_scores_an_oracle_and_a_known_fraction_of_errors():
