@@ -117,3 +117,20 @@ def test_example_api_writes_outside_the_repository(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "test accuracy" in res.stdout and grokscope.load_run(tmp_path / "ex").finished
     assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == before
+
+
+def test_analyze_with_llc_adds_the_column_and_the_figure(tmp_path, tiny_config):
+    pytest.importorskip("devinterp")
+    run = grokscope.train(tiny_config.replace(epochs=30, n_checkpoints=7, n_log_checkpoints=0), tmp_path / "r",
+                          progress=False)
+    out = grok("analyze", str(run.path), "--no-progress", "--llc", "--llc-every", "3", "--llc-draws", "10",
+               "--llc-chains", "1")
+    assert out.returncode == 0, out.stderr
+    assert "Chain" not in out.stderr  # devinterp's progress bars are kept off the terminal
+    import pandas as pd
+
+    table = pd.read_csv(run.path / "analysis" / "checkpoints.csv")
+    measured = table[table["llc"].notna()]
+    steps = list(grokscope.load_run(run.path).steps)
+    assert list(measured["step"]) == sorted(set(steps[::3]) | {30}) and len(measured) < len(table)
+    assert "Local learning coefficient" in (run.path / "report.html").read_text()
