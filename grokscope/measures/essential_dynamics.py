@@ -30,7 +30,8 @@ from grokscope.measures.phases import Phases
 
 TABLE = "essential_dynamics"
 PHASE_MARKERS = {"memorisation": "#636efa", "circuit formation": "#00cc96", "cleanup": "#ef553b",
-                 "after cleanup": "#444444", "unphased": "#999999"}
+                 "after memorisation": "#777777", "after circuit formation": "#555555", "after cleanup": "#444444",
+                 "unphased": "#999999"}
 
 
 def sketch_matrix(dim: int, n_sketch: int, seed: int) -> Float[Tensor, "dim n_sketch"]:
@@ -58,16 +59,18 @@ def trajectory_pca(sketches: Float[np.ndarray, "n_ckpt n_sketch"], n_components:
 
 
 def phase_of(step: float, phases: Phases) -> str:
-    """Which phase a step falls in: memorisation, circuit formation, cleanup, after cleanup
-    (or 'unphased' where the run's phases were not detected)."""
+    """Which phase a step falls in: memorisation, circuit formation, cleanup, or "after <the
+    last phase detected>" ('unphased' where the run's phases were not detected)."""
     bounds = (("memorisation", phases.memorisation_end), ("circuit formation", phases.cleanup_start),
               ("cleanup", phases.cleanup_end))
-    if all(b is None for _, b in bounds):
-        return "unphased"
+    passed = None
     for name, end in bounds:
-        if end is not None and step < end:
+        if end is None:
+            continue
+        if step < end:
             return name
-    return "after cleanup" if phases.cleanup_end is not None else "unphased"
+        passed = name
+    return f"after {passed}" if passed else "unphased"
 
 
 class EssentialDynamics(Measure):

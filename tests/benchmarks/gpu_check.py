@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -50,19 +49,11 @@ from pathlib import Path
 
 import torch
 
+from grokscope.sweep_report import wilson_interval
+
 START = time.time()
 DEVICE = "cuda"
 DRY = False  # --dry-run: every part on the CPU at toy sizes, to check the script itself
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def correctness(summary: dict) -> None:
@@ -254,7 +245,7 @@ def full_adder(summary: dict, budget_s: float, seeds: int = 256) -> None:
         out["est_wall_s_for_all_steps"] = round(wall * total / last_step, 1)
         out["est_models_per_hour"] = round(seeds * 3600 / (wall * total / last_step), 1)
     if finished:
-        lo, hi = wilson(solved, len(finals))
+        lo, hi = wilson_interval(solved, len(finals))
         out.update({"seeds_test_acc_ge_0.99": solved, "of": len(finals), "wilson95": [round(lo, 3), round(hi, 3)],
                     "final_test_acc": [round(r["test_acc"], 4) for r in finals]})
     summary["adder777_full_recipe"] = out

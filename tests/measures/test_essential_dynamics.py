@@ -56,6 +56,8 @@ def test_phase_of_each_step():
         "memorisation", "memorisation", "circuit formation", "circuit formation", "cleanup", "cleanup",
         "after cleanup", "after cleanup"]
     assert phase_of(10, Phases(None, None, None, None)) == "unphased"
+    only_memorised = Phases(memorisation_end=100, cleanup_start=None, cleanup_end=None, grok_step=None)
+    assert [phase_of(s, only_memorised) for s in (50, 5000)] == ["memorisation", "after memorisation"]
 
 
 def test_mini_grok_trajectory_is_measured_and_drawn(tmp_path):
