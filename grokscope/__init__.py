@@ -6,7 +6,7 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.preset(name) -> RunConfig
     grokscope.train(config, out_dir) -> Run
     grokscope.load_run(path) -> Run
-    grokscope.build_model(model_cfg, d_vocab, d_vocab_out, n_ctx) -> HookedTransformer
+    grokscope.build_model(model_cfg, d_vocab, d_vocab_out, n_ctx) -> HookedTransformer (TL 3) or TransformerBridge (TL 4)
     grokscope.param_count(model) -> int
     grokscope.analyze(run) -> Analysis        (tables, key frequencies, phases)
     grokscope.write_report(analysis) -> Path  (RUN_DIR/report.html)

@@ -1,7 +1,9 @@
-"""Dense checkpoints: the save schedule, atomic safetensors writes, loading a checkpoint
-into a model, and the resume state (saved and loaded side by side).
+"""Dense checkpoints: the save schedule, atomic safetensors writes, reading a checkpoint's
+tensors, and the resume state (saved and loaded side by side). (Putting a checkpoint into a
+model is `grokscope.model.load_checkpoint`, which knows the installed TransformerLens.)
 
-Weights are saved as the model's state_dict in safetensors (no pickles). Every write goes
+Weights are saved as a HookedTransformer state_dict in safetensors (no pickles), whichever
+TransformerLens is installed. Every write goes
 to a temporary file in the same folder and is renamed into place, so a killed run never
 leaves a half-written file under a real name. (No fsync: a killed process loses nothing
 the kernel already holds, and fsync on every one of ~250 checkpoints cost seconds.)
@@ -84,29 +86,12 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise CheckpointError(f"corrupt or truncated checkpoint file: {path} ({e})") from None
 
 
-def save_weights(run_dir: Path, step: int, state: dict[str, Tensor] | torch.nn.Module) -> Path:
-    """Save a state_dict (or a model's) as checkpoints/step_XXXXXXXX.safetensors."""
+def save_weights(run_dir: Path, step: int, state: dict[str, Tensor]) -> Path:
+    """Save a HookedTransformer-format state_dict as checkpoints/step_XXXXXXXX.safetensors
+    (a model's: `grokscope.model.checkpoint_state(model)`, whichever TransformerLens built it)."""
     path = Path(run_dir) / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
-    if isinstance(state, torch.nn.Module):
-        state = state.state_dict()
     atomic_save_tensors(path, state, metadata={"step": str(step)})
     return path
-
-
-def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    """Load the weights file at `path` into `model` (on the model's device), in place.
-
-    The one way grokscope puts a checkpoint into a model: a missing, corrupt or mismatched
-    file raises CheckpointError naming it.
-    """
-    weights = load_tensors(path)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    try:
-        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise CheckpointError(f"checkpoint file {path} does not match the run's model: "
-                              f"{' '.join(x.strip() for x in first[:3])}") from None
 
 
 def saved_steps(run_dir: Path) -> list[int]:

@@ -17,6 +17,8 @@ Tests check logits and gradients against the hooked forward.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -47,6 +49,15 @@ def supports_fast_path(model) -> bool:
     )
 
 
+def _attn_scale(model) -> float:
+    # HookedTransformer keeps it on the attention module; TL 4's bridge does not, and uses
+    # cfg.attn_scale when set, else sqrt(d_head) (HookedTransformer's default too).
+    scale = getattr(model.blocks[0].attn, "attn_scale", None)
+    if scale is None:
+        scale = model.cfg.attn_scale if model.cfg.attn_scale > 0 else math.sqrt(model.cfg.d_head)
+    return scale
+
+
 def _norm(x: Tensor, ln, eps: float) -> Tensor:
     # TransformerLens's LayerNorm (biased variance, eps inside the sqrt); identity without LN.
     if ln is None:
@@ -68,6 +79,7 @@ def answer_position_forward(
     n_pos = tokens.shape[1]
     first = n_pos - 1 if first is None else first
     vocab = cfg.d_vocab
+    attn_scale = _attn_scale(model)
 
     # Residual stream before the block, for every (position, token): (pos, vocab, d_model).
     table = model.embed.W_E[None, :, :] + model.pos_embed.W_pos[:n_pos, None, :]
@@ -86,7 +98,7 @@ def answer_position_forward(
         v = F.embedding(flat, v_tab.flatten(0, 1).flatten(1)).unflatten(-1, v_tab.shape[2:])
         last = tokens[:, -1]
         q = F.embedding(last, q_tab.flatten(1)).unflatten(-1, q_tab.shape[1:])  # (batch, head, d_head)
-        scores = (k * q[:, None]).sum(-1) / attn.attn_scale  # (batch, pos, head)
+        scores = (k * q[:, None]).sum(-1) / attn_scale  # (batch, pos, head)
         z = (scores.softmax(dim=1)[..., None] * v).sum(1)  # (batch, head, d_head)
         attn_out = (torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O)[:, None]
         resid = F.embedding(last, table[-1])[:, None] + attn_out  # (batch, 1, d_model)
@@ -99,7 +111,7 @@ def answer_position_forward(
         kv = F.embedding(flat, qkv_tab[..., d_head:].flatten(1)).unflatten(-1, (n_heads, 2 * d_head))
         k, v = kv[..., :d_head], kv[..., d_head:]  # (batch, pos, head, d_head)
         q = F.embedding(flat[:, first:], qkv_tab[..., :d_head].flatten(1)).unflatten(-1, (n_heads, d_head))
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn.attn_scale  # (batch, head, n_ans, pos)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / attn_scale  # (batch, head, n_ans, pos)
         q_pos = torch.arange(first, n_pos, device=tokens.device)
         mask = torch.arange(n_pos, device=tokens.device)[None, :] > q_pos[:, None]
         pattern = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)

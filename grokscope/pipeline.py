@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from grokscope.measures.base import CheckpointContext, Measure
 from grokscope.measures.phases import Phases, Transition, classify_transition, detect_phases
-from grokscope.checkpoints import atomic_write_bytes, load_checkpoint
+from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import (
     ANALYSIS_DIRNAME,
     ANALYSIS_FINAL_FILENAME,
@@ -46,7 +46,7 @@ from grokscope.constants import (
     analysis_table_filename,
 )
 from grokscope.errors import CheckpointError, ConfigError, SkippedCheckpointWarning
-from grokscope.model import build_model_for_task, param_count
+from grokscope.model import build_model_for_task, load_checkpoint, param_count
 from grokscope.run import Run
 from grokscope.tasks.registry import get_task, task_measures
 

@@ -3,7 +3,7 @@
     run = grokscope.load_run("checkpoints/modular-d7")
     run.steps                 # [0, 1, 2, ..., 3000]
     run.metrics               # DataFrame, one row per logged step
-    model = run.model_at(run.steps[-1])   # a HookedTransformer
+    model = run.model_at(run.steps[-1])   # a HookedTransformer (TL 3) / TransformerBridge (TL 4)
     logits, cache = model.run_with_cache(run.task.tokens)
 """
 
@@ -103,16 +103,17 @@ class Run:
         return self.path / CHECKPOINTS_DIRNAME / checkpoint_filename(step)
 
     def model_at(self, step: int, device: str = "cpu"):
-        """The HookedTransformer saved at `step` (raises CheckpointError naming a bad file)."""
+        """The model saved at `step`: a HookedTransformer on transformer-lens 3.x, a
+        TransformerBridge on 4.x (raises CheckpointError naming a bad file)."""
         path = self.checkpoint_path(step)
         if not path.exists():
             raise ConfigError(f"step {step} was not saved in {self.path} (saved: {_summarise(self.steps)})")
         # transformer-lens (6-8 s to import) loads only when a model is asked for: training
         # and reading metrics never pay for it.
-        from grokscope.model import build_model_for_task
+        from grokscope.model import build_model_for_task, load_checkpoint
 
         model = build_model_for_task(self.config.model, self.task, device=device)
-        ckpt.load_checkpoint(model, path)
+        load_checkpoint(model, path)
         model.eval()
         return model
 

@@ -1,5 +1,7 @@
 """grokscope.batched: K stacked models in plain torch equal K HookedTransformers -- the
-same initial weights for a seed, the same logits and gradients, state_dicts that load."""
+same initial weights for a seed, the same logits and gradients, state_dicts that load.
+(On transformer-lens 4 the models are TransformerBridges: logits and gradients are checked
+against them the same way; their initial weights *are* batched.init_weights'.)"""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 
 from grokscope import batched
 from grokscope.config import ModelConfig, preset
-from grokscope.model import build_model, param_count
+from grokscope.model import build_model, checkpoint_grads, checkpoint_state, load_weights, param_count, weight_tensors
 
 ARCHS = {
     "mini-grok": (preset("mini-grok").model, 60, 59, 3),
@@ -46,15 +48,15 @@ def _tokens(arch, batch=48, seed=0):
 def test_init_and_state_dict_equal_hooked_transformers(name):
     arch, models = _setup(name, [11, 12, 13])
     weights = batched.init_weights(arch, [11, 12, 13])
-    assert batched.parameter_names(arch) == [n for n, _ in models[0].named_parameters()]
+    assert batched.parameter_names(arch) == list(weight_tensors(models[0]))
     assert batched.n_params(arch) == param_count(models[0])
     for k, model in enumerate(models):
-        ours, theirs = batched.state_dict(arch, weights, k), model.state_dict()
+        ours, theirs = batched.state_dict(arch, weights, k), checkpoint_state(model)
         assert ours.keys() == theirs.keys()
         for n in theirs:
             assert ours[n].dtype == theirs[n].dtype and torch.equal(ours[n], theirs[n]), n  # bit for bit
-        model.load_state_dict(ours)  # loads as is
-    back = batched.stack_state_dicts(arch, [m.state_dict() for m in models])
+        load_weights(model, ours)  # loads as is
+    back = batched.stack_state_dicts(arch, [checkpoint_state(m) for m in models])
     assert all(torch.equal(back[n], weights[n]) for n in weights)
 
 
@@ -65,7 +67,7 @@ def test_logits_and_mlp_activations_equal_hooked_transformers(name):
         for m in models:
             for p in m.parameters():
                 p.add_(torch.randn_like(p) * 0.3)
-    weights = batched.stack_state_dicts(arch, [m.state_dict() for m in models])
+    weights = batched.stack_state_dicts(arch, [checkpoint_state(m) for m in models])
     tokens = _tokens(arch)
     first = arch.n_ctx - 4 if arch.n_ctx > 4 else arch.n_ctx - 2
     last = f"blocks.{arch.n_layers - 1}.mlp.hook_post"
@@ -96,8 +98,10 @@ def test_gradients_equal_each_hooked_transformers_own(name):
     loss.backward()
     for k, m in enumerate(models):
         torch.nn.functional.cross_entropy(m(tokens)[:, -1], labels[k]).backward()
-        for n, p in m.named_parameters():
-            assert torch.allclose(weights[n].grad[k], p.grad, atol=1e-6, rtol=1e-4), (n, k)
+        grads = checkpoint_grads(m)
+        assert list(grads) == list(weights)
+        for n, g in grads.items():
+            assert torch.allclose(weights[n].grad[k], g, atol=1e-6, rtol=1e-4), (n, k)
 
 
 def test_per_model_clipping_and_weight_norms():

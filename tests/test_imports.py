@@ -14,7 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "grokscope"
 LAZY_ALLOWED = {"grokscope.cli", "grokscope"}
 # ... and single imports kept off a module's start-up path: `Run.model_at` imports the
 # HookedTransformer builder (and so transformer-lens, 6-8 s) only when a model is asked for.
-LAZY_IMPORTS = {("grokscope.run", "grokscope.model")}
+# `weight_norms` names parameters as checkpoints do, which only the model module knows on
+# both TransformerLens versions; the measures load with every task, training included.
+LAZY_IMPORTS = {("grokscope.run", "grokscope.model"), ("grokscope.measures.progress", "grokscope.model")}
 
 
 def module_name(path: Path) -> str:

@@ -34,8 +34,8 @@ from torch import Tensor
 from .common import all_pairs_run, infer_p
 from .fourier import fourier_basis
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = [
     "attention_spectrum",
@@ -57,7 +57,7 @@ def operand_attention_from_pattern(
     return last.permute(2, 1, 0).reshape(2, n_heads, p, p)
 
 
-def operand_attention(model: HookedTransformer, p: int | None = None, *, layer: int = 0) -> Float[Tensor, "2 head p p"]:
+def operand_attention(model: Model, p: int | None = None, *, layer: int = 0) -> Float[Tensor, "2 head p p"]:
     """Model-level :func:`operand_attention_from_pattern` for layer ``layer`` (default 0)."""
     p = infer_p(model) if p is None else p
     run = all_pairs_run(model, p, attn_layer=layer)
@@ -74,7 +74,7 @@ def attention_spectrum(grid: Float[Tensor, "... p p"]) -> Float[Tensor, "... p p
 
 
 @torch.no_grad()
-def fourier_attention_scores(model: HookedTransformer, p: int | None = None) -> Float[Tensor, "head p"]:
+def fourier_attention_scores(model: Model, p: int | None = None) -> Float[Tensor, "head p"]:
     """Layer-0 attention scores of the ``=`` query on each number token, in the Fourier basis.
 
     ``s[h] = B · W_E[:p] · W_K[h] · W_Q[h]ᵀ · (W_E[p] + W_pos[2])``; rows ``[head, basis row]``

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from .common import all_pairs_ab, as_logits, infer_p
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = [
     "distance_irrelevance",
@@ -37,7 +37,7 @@ __all__ = [
 
 
 def distance_table(
-    model_or_logits: HookedTransformer | Float[Tensor, "pairs p"],
+    model_or_logits: Model | Float[Tensor, "pairs p"],
     labels: Int[Tensor, "pairs"],
 ) -> Float[Tensor, "p p"]:
     """Correct-class logits rearranged as ``M[(a+b) % p, (a−b) % p]`` (float64, odd ``p`` only)."""
@@ -53,7 +53,7 @@ def distance_table(
 
 
 def distance_irrelevance(
-    model_or_logits: HookedTransformer | Float[Tensor, "pairs p"],
+    model_or_logits: Model | Float[Tensor, "pairs p"],
     labels: Int[Tensor, "pairs"],
 ) -> float:
     """Distance irrelevance ``mean_d std_s M[s, d] / std(M)`` of the correct-logit table (low = pizza)."""
@@ -71,7 +71,7 @@ def sample_triples(p: int, n_samples: int = 100, seed: int = 0) -> Int[Tensor, "
 
 
 def gradient_symmetricity(
-    model: HookedTransformer,
+    model: Model,
     p: int | None = None,
     n_samples: int = 100,
     seed: int = 0,

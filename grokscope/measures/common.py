@@ -29,8 +29,8 @@ from torch import Tensor
 
 from grokscope import losses
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = [
     "AllPairsRun",
@@ -60,7 +60,7 @@ def all_pairs_tokens(p: int, device: torch.device | str | None = None) -> Int[Te
     return torch.stack([a, b, eq], dim=1)
 
 
-def infer_p(model: HookedTransformer) -> int:
+def infer_p(model: Model) -> int:
     """Return the modulus ``p`` of a modular-task model: ``cfg.d_vocab_out`` (== ``d_vocab - 1``)."""
     return int(model.cfg.d_vocab_out)
 
@@ -73,12 +73,12 @@ def p_from_batch(n: int) -> int:
     return p
 
 
-def _model_device(model: HookedTransformer) -> torch.device:
+def _model_device(model: Model) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.inference_mode()
-def all_pairs_logits(model: HookedTransformer, p: int | None = None) -> Float[Tensor, "pairs p"]:
+def all_pairs_logits(model: Model, p: int | None = None) -> Float[Tensor, "pairs p"]:
     """Final-position logits ``model(tokens)[:, -1, :p]`` over all pairs, in the model's dtype."""
     return all_pairs_run(model, p).logits
 
@@ -100,7 +100,7 @@ class AllPairsRun(NamedTuple):
 
 @torch.inference_mode()
 def all_pairs_run(
-    model: HookedTransformer,
+    model: Model,
     p: int | None = None,
     *,
     mlp_layer: int = -1,
@@ -140,7 +140,7 @@ def all_pairs_run(
     return AllPairsRun(logits=logits, mlp_post=store.get("post"), pattern=store["pattern"])
 
 
-def as_logits(model_or_logits: HookedTransformer | Tensor, p: int | None = None) -> Float[Tensor, "pairs p"]:
+def as_logits(model_or_logits: Model | Tensor, p: int | None = None) -> Float[Tensor, "pairs p"]:
     """Return all-pairs logits: the tensor itself, or :func:`all_pairs_logits` of a model."""
     if isinstance(model_or_logits, Tensor):
         logits = model_or_logits

@@ -39,8 +39,8 @@ from torch import Tensor
 
 from .common import all_pairs_tokens, infer_p
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 #: A set of frequencies ``k`` in ``1..p//2``: any sequence of ints (list, tuple, range) or a tensor.
 Freqs = Sequence[int] | Tensor
@@ -197,7 +197,7 @@ def sum_directions(
     return dirs.to(dtype=dtype, device=device), owner.to(device=device)
 
 
-def embedding_basis_norms(model_or_W_E: HookedTransformer | Float[Tensor, "d_vocab d_model"], p: int | None = None) -> Float[Tensor, "p"]:
+def embedding_basis_norms(model_or_W_E: Model | Float[Tensor, "d_vocab d_model"], p: int | None = None) -> Float[Tensor, "p"]:
     """Norm of each row of ``B @ W_E[:p]`` (number tokens only), i.e. per basis row."""
     if isinstance(model_or_W_E, Tensor):
         W_E = model_or_W_E
@@ -211,7 +211,7 @@ def embedding_basis_norms(model_or_W_E: HookedTransformer | Float[Tensor, "d_voc
     return (basis @ W).norm(dim=-1)
 
 
-def embedding_spectrum(model_or_W_E: HookedTransformer | Float[Tensor, "d_vocab d_model"], p: int | None = None) -> Float[Tensor, "n_freq"]:
+def embedding_spectrum(model_or_W_E: Model | Float[Tensor, "d_vocab d_model"], p: int | None = None) -> Float[Tensor, "n_freq"]:
     """Per-frequency norm of the token embedding in the Fourier basis.
 
     Entry ``k`` (``k = 0 .. p//2``) is ``sqrt(||(B W_E)[cos k]||^2 + ||(B W_E)[sin k]||^2)``
@@ -221,13 +221,13 @@ def embedding_spectrum(model_or_W_E: HookedTransformer | Float[Tensor, "d_vocab 
     return group_by_frequency(norms, norms.shape[-1])
 
 
-def neuron_logit_map(model: HookedTransformer, p: int | None = None) -> Float[Tensor, "d_mlp p"]:
+def neuron_logit_map(model: Model, p: int | None = None) -> Float[Tensor, "d_mlp p"]:
     """``W_L = W_out @ W_U`` of the last layer (``d_mlp x p``); reads ``model.W_U`` (may be tied)."""
     p = infer_p(model) if p is None else p
     return (model.W_out[-1] @ model.W_U[:, :p]).detach()
 
 
-def neuron_logit_basis_norms(model_or_W_L: HookedTransformer | Float[Tensor, "d_mlp p"], p: int | None = None) -> Float[Tensor, "p"]:
+def neuron_logit_basis_norms(model_or_W_L: Model | Float[Tensor, "d_mlp p"], p: int | None = None) -> Float[Tensor, "p"]:
     """Norm over neurons of each column of ``W_L @ Bᵀ`` (the logit side in the Fourier basis)."""
     if isinstance(model_or_W_L, Tensor):
         W_L = model_or_W_L.detach()
@@ -239,7 +239,7 @@ def neuron_logit_basis_norms(model_or_W_L: HookedTransformer | Float[Tensor, "d_
     return (W_L @ basis.T).norm(dim=0)
 
 
-def neuron_logit_spectrum(model_or_W_L: HookedTransformer | Float[Tensor, "d_mlp p"], p: int | None = None) -> Float[Tensor, "n_freq"]:
+def neuron_logit_spectrum(model_or_W_L: Model | Float[Tensor, "d_mlp p"], p: int | None = None) -> Float[Tensor, "n_freq"]:
     """Per-frequency norm (``k = 0 .. p//2``) of the neuron-logit map ``W_L = W_out W_U``.
 
     Column norms of ``W_L @ Bᵀ`` grouped as ``sqrt(cos_k^2 + sin_k^2)``; uses the last layer.

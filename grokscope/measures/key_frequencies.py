@@ -38,8 +38,8 @@ from .common import all_pairs_run, cross_entropy, infer_p
 from .fourier import basis_frequencies, fourier_basis, sum_directions_table
 from .progress import restricted_loss
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = [
     "KeyFrequencies",
@@ -153,7 +153,7 @@ def key_frequencies_from_activations(
 
 
 def key_frequencies(
-    model: HookedTransformer,
+    model: Model,
     p: int | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,

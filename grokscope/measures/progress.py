@@ -40,8 +40,8 @@ from torch import Tensor
 from .common import as_logits, cross_entropy, infer_p
 from .fourier import Freqs, sum_directions_table, check_freqs, stacked_sum_directions, embedding_spectrum, neuron_logit_spectrum
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = [
     "WeightNorms",
@@ -57,7 +57,7 @@ __all__ = [
     "weight_norms",
 ]
 
-ModelOrLogits = "HookedTransformer | Tensor"  # (a type alias for annotations)
+ModelOrLogits = "Model | Tensor"  # (a type alias for annotations)
 
 # Max float64 elements of the (k, n_train, p) block materialised at once in the
 # per-frequency excluded loss (~8 MB, cache-friendly).
@@ -207,7 +207,7 @@ def gini(x: Float[Tensor, "... n"]) -> Float[Tensor, "..."]:
     return torch.where(total > 0, g, torch.zeros_like(g))
 
 
-def fourier_ginis(model: HookedTransformer, p: int | None = None) -> tuple[float, float]:
+def fourier_ginis(model: Model, p: int | None = None) -> tuple[float, float]:
     """Gini of the per-frequency Fourier norms (``k = 1..p//2``, constant excluded) of W_E and W_L.
 
     ``W_E`` restricted to the number tokens (:func:`embedding_spectrum`); ``W_L`` is the
@@ -231,11 +231,15 @@ def weight_norms(model: torch.nn.Module) -> WeightNorms:
     """Sum of squared entries of the trainable parameters (``requires_grad``), float64.
 
     Shared (tied) parameters are counted once, under their first name; buffers and frozen
-    parameters are excluded.
+    parameters are excluded. Names are the checkpoint's (HookedTransformer's, e.g.
+    ``blocks.0.attn.W_Q``) on transformer-lens 3 and 4 alike.
     """
+    # Imported here: this module loads with every task (training too), transformer-lens must not.
+    from grokscope.model import weight_tensors
+
     per: dict[str, float] = {}
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in weight_tensors(model).items():
             if param.requires_grad:
                 per[name] = float(param.detach().to(torch.float64).pow(2).sum())
     return WeightNorms(total=float(sum(per.values())), per_tensor=per)

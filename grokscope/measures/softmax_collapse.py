@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .common import all_pairs_logits
 
-if TYPE_CHECKING:  # annotations only: transformer_lens takes seconds to import
-    from transformer_lens import HookedTransformer
+if TYPE_CHECKING:  # annotations only: the model module imports transformer_lens (seconds)
+    from grokscope.model import Model
 
 __all__ = ["SoftmaxCollapse", "softmax_collapse"]
 
@@ -36,7 +36,7 @@ class SoftmaxCollapse(NamedTuple):
 
 @torch.no_grad()
 def softmax_collapse(
-    model_or_logits: HookedTransformer | Float[Tensor, "batch n_class"],
+    model_or_logits: Model | Float[Tensor, "batch n_class"],
     labels: Int[Tensor, "batch"],
     idx: Int[Tensor, "n"] | None = None,
 ) -> SoftmaxCollapse:

@@ -22,6 +22,7 @@ import torch
 
 from grokscope import checkpoints as ckpt
 from grokscope.config import preset
+from grokscope.model import checkpoint_state
 from grokscope.constants import CHECKPOINTS_DIRNAME, CONFIG_FILENAME, SPLIT_FILENAME
 from grokscope.model import build_model_for_task
 from grokscope.tasks import make_task
@@ -40,7 +41,7 @@ def synthetic_run(folder: Path, n: int) -> Path:
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(0.98).add_(0.05 * torch.randn(p.shape, generator=gen))
-        ckpt.save_weights(folder, step, model)
+        ckpt.save_weights(folder, step, checkpoint_state(model))
     return folder
 
 
