@@ -1,4 +1,4 @@
-"""The `grokscope` command line: train, analyze, verify, sweep.
+"""The `grokscope` command line: train, analyze, predict, verify, sweep.
 
 Heavy imports (torch, transformer_lens) happen inside the commands, so `--help` and
 bad-input errors return at once. Every user error is a `GrokscopeError`: the group
@@ -82,10 +82,13 @@ def main() -> None:
               help="Continue the killed or finished-early run in this directory.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out directory.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--predict", "predict_every", type=click.FloatRange(min=0, max=1), default=None, is_flag=False,
+              flag_value=0.1, help="Print the grok prediction (see `grokscope predict`) every this fraction "
+                                   "of the epochs (--predict alone: every 10%).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True,
               help="On CUDA, replay the training step as one CUDA graph (default on).")
 @_field_options
-def train(preset_name, out, resume, force, progress, cuda_graphs, **fields) -> None:
+def train(preset_name, out, resume, force, progress, predict_every, cuda_graphs, **fields) -> None:
     """Train a model, saving dense checkpoints into a run directory.
 
     Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
@@ -106,8 +109,13 @@ def train(preset_name, out, resume, force, progress, cuda_graphs, **fields) -> N
         out_dir = out
     from grokscope.trainer import train as run_training
 
+    monitor = None
+    if predict_every:
+        from grokscope.predict import PredictionMonitor
+
+        monitor = PredictionMonitor(predict_every)
     run = run_training(cfg, out_dir, resume=resume is not None, force=force, progress=progress,
-                       cuda_graphs=cuda_graphs)
+                       cuda_graphs=cuda_graphs, monitor=monitor)
     if run.metrics.empty:
         click.echo(f"{run.path}: {len(run.steps)} checkpoints (no metrics logged)")
         return
@@ -182,6 +190,32 @@ def analyze(run_dir, force, progress, analyze_runs, save_every, plotly_js, with_
     click.echo(f"{len(result.table)} checkpoints analysed; tables in {result.folder}; report: {path}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--at", "at_step", type=int, default=None, help="Predict from the metrics up to this step "
+              "(default: all logged so far).")
+@click.option("--at-fraction", type=click.FloatRange(min=0, max=1), default=None,
+              help="Predict from the metrics up to this fraction of the epoch budget.")
+@click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
+              help="A fitted predictor (JSON; default: the one shipped, fitted by analyses/grok_predict.py).")
+@click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+def predict(run_dir, at_step, at_fraction, predictor_path, as_json) -> None:
+    """Predict from a run's metrics so far (finished, cut, or still training) whether its test
+    accuracy will reach 0.99 within the epoch budget, and at which epoch (with an 80% interval),
+    and print the evidence it used.
+    """
+    import json
+
+    from grokscope.predict import load_predictor, read_curves
+
+    if at_step is not None and at_fraction is not None:
+        fail("give --at or --at-fraction, not both")
+    curves = read_curves(run_dir)
+    step = at_step if at_fraction is None else at_fraction * curves.budget
+    result = load_predictor(predictor_path).predict(curves, step)
+    click.echo(json.dumps(result.to_dict()) if as_json else f"predict {run_dir}: {result.describe()}")
+
+
 @main.command(name="presets")
 def list_presets() -> None:
     """List the presets: what each is for, and the settings that matter for it."""
@@ -240,10 +274,12 @@ def verify(run_dir, step, n_pairs, seed, max_failures, progress) -> None:
               help="local: worker processes on this machine; ray: tasks on a Ray cluster.")
 @click.option("--address", default=None, help="Ray cluster address (ray backend; default: start a local one).")
 @click.option("--workers", type=int, default=None, help="Parallel workers (default: every core).")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads per worker (default: cores / workers; fewer if other jobs share the machine).")
 @click.option("--stack", type=int, default=None,
               help="Models trained together in one batched step (default: 256 on CUDA; on CPU each config's seeds split evenly over the workers, at most 16).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def sweep(spec, out, backend, address, workers, stack, progress) -> None:
+def sweep(spec, out, backend, address, workers, threads, stack, progress) -> None:
     """Train every point of the grid in SPEC (TOML), each into an ordinary run folder.
 
     \b
@@ -259,7 +295,7 @@ def sweep(spec, out, backend, address, workers, stack, progress) -> None:
     parsed = load_spec(spec)
     out_dir = out if out is not None else Path("sweeps") / parsed.name
     status = run_sweep(parsed, out_dir, backend=backend, address=address, workers=workers, stack=stack,
-                       progress=progress)
+                       threads=threads, progress=progress)
     failed = {k: v for k, v in status.items() if v.get("status") == "failed"}
     done = sum(v.get("status") == "done" for v in status.values())
     click.echo(f"{out_dir}: {done}/{len(status)} points done, {len(failed)} failed")

@@ -421,9 +421,13 @@ def run_sweep(
     address: str | None = None,
     workers: int | None = None,
     stack: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, dict]:
     """Train every unfinished point of `spec` into `out_dir/<point name>`; return the status table.
+
+    Each worker uses `threads` torch threads (default: the cores divided by the workers; give
+    fewer when other jobs share the machine, as oversubscribed threads slow every job down).
 
     Finished points are skipped, interrupted ones resumed; a point that fails is recorded
     (status "failed", its error, a FAILED file) and the others go on.
@@ -444,7 +448,9 @@ def run_sweep(
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(spec.points)))
     stack = default_stack(spec, workers) if stack is None else max(stack, 1)
-    threads = max(1, cores // workers)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    threads = threads or max(1, cores // workers)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / SWEEP_SPEC_FILENAME, json.dumps(spec.to_dict(), indent=1).encode())

@@ -36,6 +36,7 @@ from grokscope.constants import (
 from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.figures import Figure
 from grokscope.measures.phases import TRANSITION_DEFINITION, TRANSITION_KINDS, classify_transition
+from grokscope.predict import GrokPredictor, load_predictor, outcome, read_curves, score
 from grokscope.report import escape_html as esc
 from grokscope.report import render_page, write_plotly_js, write_report
 from grokscope.run import load_run
@@ -256,6 +257,60 @@ def curves_figure(sweep_dir: Path, table: pd.DataFrame) -> Figure | None:
                   "test, a grok as the test line's late jump.", fig)
 
 
+PREDICTION_STEP = 0.025  # the predictor is read every 2.5% of each run's budget
+
+
+def prediction_figure(sweep_dir: Path, table: pd.DataFrame, predictor: GrokPredictor | None = None
+                      ) -> tuple[Figure, dict] | None:
+    """The grok predictor (`grokscope predict`; default: the shipped one) read every 2.5% of each
+    finished run's budget until the run generalised, one line per run coloured by how it ended,
+    with its scores on this sweep (`grokscope.predict.score`). None without finished runs."""
+    done = table[table["status"] == "done"]
+    runs = []
+    for name in done["name"]:
+        try:
+            runs.append(read_curves(sweep_dir / name))
+        except GrokscopeError:
+            continue
+    if not runs:
+        return None
+    predictor = predictor or load_predictor()
+    fig = go.Figure()
+    for run in runs:
+        out = outcome(run)
+        xs, ys = [], []
+        for i in range(1, int(round(1 / PREDICTION_STEP))):
+            cut = i * PREDICTION_STEP * run.budget
+            if (out.generalised_at is not None and cut >= out.generalised_at) or run.steps[0] > cut:
+                break
+            xs.append(i * PREDICTION_STEP)
+            ys.append(predictor.predict(run, cut).probability)
+        label = "generalised" if out.generalised else "did not generalise"
+        colour = "#00cc96" if out.generalised else "#ef553b"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
+                                 showlegend=label not in fig_names(fig), hovertext=run.name,
+                                 line=dict(color=colour, width=1), marker=dict(size=3)))
+    scores = score(predictor, runs, step_fraction=PREDICTION_STEP)
+    fig.add_hline(y=scores["warn_at"], line_dash="dot", line_color="grey")
+    fig.update_xaxes(title="fraction of the epoch budget seen", range=[0, 1])
+    fig.update_yaxes(title="P(test acc >= 0.99 within the budget)", range=[-0.02, 1.02])
+    fig.update_layout(height=440, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    m, b = scores["model"], scores["baseline"]
+    fitted = predictor.fitted_on.get("description") or "unnamed runs"
+    caption = (f"The grok predictor read from each run's metrics at every 2.5% of its budget, until the run "
+               f"generalised (the line then stops). On these {scores['runs']} runs ({scores['generalised']} "
+               f"generalised): AUROC {fmt(m['auroc'])} (train loss alone: {fmt(b['auroc'])}); median lead "
+               f"time of the first warning (P >= {scores['warn_at']}) {fmt(m['median_lead'])} of the grok "
+               f"epoch ({fmt(b['median_lead'])}); false alarms {fmt(m['false_alarm_rate'])} "
+               f"({fmt(b['false_alarm_rate'])}). Predictor fitted on: {fitted}; runs of that sweep are not "
+               f"held out.")
+    return Figure("Predicting the grok", caption, fig), scores
+
+
 def fig_names(fig: go.Figure) -> set[str]:
     """Names already shown in a figure's legend."""
     return {t.name for t in fig.data if t.showlegend}
@@ -347,6 +402,13 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
     curves = curves_figure(sweep_dir, table)
     if curves is not None:
         figures.append(curves)
+    try:
+        predicted = prediction_figure(sweep_dir, table)
+    except GrokscopeError as e:  # e.g. no predictor file: the rest of the report still stands
+        warnings.warn(f"grok prediction left out: {e}", stacklevel=2)
+        predicted = None
+    if predicted is not None:
+        figures.append(predicted[0])
     html_text = render_page(f"grokscope sweep: {spec.get('name', sweep_dir.name)}", summary_html, figures,
                             footer_html=runs_html)
     path = sweep_dir / REPORT_FILENAME

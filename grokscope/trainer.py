@@ -390,17 +390,18 @@ def train(
     force: bool = False,
     progress: bool = True,
     cuda_graphs: bool = True,
+    monitor=None,
 ):
     """Train `config` into `out_dir` (or resume the run there) and return the loaded `Run`.
 
     With no `out_dir`, the run goes to `checkpoints/<preset>-<timestamp>`. On CUDA the
-    step runs as a CUDA graph unless `cuda_graphs` is False.
+    step runs as a CUDA graph unless `cuda_graphs` is False. `monitor`: see `train_many`.
     """
     if out_dir is None:
         name = config.preset or config.task.task
         out_dir = Path("checkpoints") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return train_many([config], [out_dir], resume=resume, force=force, progress=progress,
-                      cuda_graphs=cuda_graphs)[0]
+                      cuda_graphs=cuda_graphs, monitor=monitor)[0]
 
 
 def train_many(
@@ -411,12 +412,17 @@ def train_many(
     force: bool = False,
     progress: bool = True,
     cuda_graphs: bool = True,
+    monitor=None,
 ) -> list:
     """Train runs that differ only in their seeds together, one folder each, and return
     their loaded `Run`s. With `resume`, every folder must hold a run saved at the same step
     (`configs` may then be None: the saved ones are used). On CUDA the step is captured as a
     CUDA graph after 3 eager steps, unless `cuda_graphs` is False (the results agree to
-    float round-off: the graph replays the same kernels)."""
+    float round-off: the graph replays the same kernels).
+
+    `monitor` (optional, e.g. `grokscope.predict.PredictionMonitor`): after a log step where
+    `monitor.due(step, epochs)` is true, the metrics files are flushed and
+    `monitor.report(out_dirs, step)` reads them (on this thread; training waits)."""
     out_dirs = [Path(d) for d in out_dirs]
     if resume:
         configs = [None] * len(out_dirs)
@@ -511,6 +517,9 @@ def train_many(
             done = step + 1  # weights now reflect `done` optimizer steps
             if done % tcfg.log_every == 0 or done in schedule:
                 log(done, lr)
+                if monitor is not None and monitor.due(done, tcfg.epochs):
+                    writer.drain()  # the monitor reads the metrics files: let them land first
+                    monitor.report(out_dirs, done)
                 rows = writer.last_rows  # the newest rows already written (no wait)
                 if rows:
                     best = max(rows, key=lambda r: r["test_acc"])

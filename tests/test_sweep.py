@@ -161,7 +161,9 @@ def test_sweep_with_stacking_groups_seeds(tmp_path):
     d = tiny_dict()
     d["grid"] = {"seed": [0, 1, 2]}
     d["overrides"]["p"] = 11
-    status = run_sweep(parse_spec(d, name="st"), tmp_path / "st", workers=1, stack=4, progress=False)
+    with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
+        run_sweep(parse_spec(d, name="st"), tmp_path / "st", workers=1, stack=4, threads=0, progress=False)
+    status = run_sweep(parse_spec(d, name="st"), tmp_path / "st", workers=1, stack=4, threads=1, progress=False)
     assert all(v["status"] == "done" and v["stacked"] == 3 for v in status.values())
     single = grokscope.train(parse_spec(d).points[1].config, tmp_path / "single", progress=False)
     assert max_abs_weight_difference(grokscope.load_run(tmp_path / "st" / "seed=1"), single) <= 1e-6

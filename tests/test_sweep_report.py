@@ -106,8 +106,10 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     shutil.copytree(out, work)
     path = write_sweep_report(work, analyze_runs=True, progress=False)
     text = path.read_text()
-    assert 'data-figures-expected="3"' in text
+    assert 'data-figures-expected="4"' in text
     assert "Every run&#x27;s accuracy over training" in text  # the overlaid curves of every run
+    # the shipped grok predictor read along every finished run, with its scores on them
+    assert "Predicting the grok" in text and "On these 3 runs" in text and "Predictor fitted on: grok_predict_fit" in text
     assert 'href="p=11,n_heads=2/report.html"' in text and (work / "p=11,n_heads=2" / "report.html").exists()
     # the runs' reports share one plotly.js beside them instead of inlining ~5 MB each
     run_report = (work / "p=11,n_heads=2" / "report.html").read_text()
@@ -148,7 +150,7 @@ def test_sweep_report_draws_in_headless_chromium(tiny_sweep, tmp_path):
     work = tmp_path / "rep"
     shutil.copytree(tiny_sweep[0], work)
     attrs = body_attributes_in_chromium(write_sweep_report(work, progress=False), tmp_path)
-    assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "3"
+    assert attrs["js-errors"] == "0" and attrs["figures-drawn"] == attrs["figures-expected"] == "4"
 
 
 def test_a_run_that_reached_099_and_fell_back_has_not_grokked():
