@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from transformer_lens import HookedTransformer
+from grokscope.model import Model
 
 from .measure_helpers import make_model
 
 
 @pytest.fixture
-def model13() -> HookedTransformer:
+def model13() -> Model:
     return make_model(13)

@@ -68,11 +68,12 @@ def test_fourier_attention_scores_match_naive_and_hook(model13):
         for x in range(p):
             raw[h, x] = (W_E[x] @ model.W_K[0, h].detach()) @ q
     torch.testing.assert_close(s, raw @ B.T, atol=1e-5, rtol=1e-5)
-    # consistency with the model: hook_attn_scores of '=' on key 0, times the scale, minus
-    # the position-0 contribution, is the raw score of token a (biases are zero at init)
+    # consistency with the model: the unscaled score of '=' on key 0 (its cached query and
+    # key; TL 4's native bridge records the pattern at hook_attn_scores), minus the position-0
+    # contribution, is the raw score of token a (biases are zero at init)
     _, cache = model.run_with_cache(all_pairs_tokens(p))
-    scale = model.blocks[0].attn.attn_scale
-    hook = cache["blocks.0.attn.hook_attn_scores"][::p, :, -1, 0] * scale  # b = 0, one row per a
+    q_eq, k_0 = cache["blocks.0.attn.hook_q"][::p, -1], cache["blocks.0.attn.hook_k"][::p, 0]  # b = 0, one row per a
+    hook = (q_eq * k_0).sum(-1)  # (a, head)
     for h in range(H):
         q = (W_E[p] + W_pos[2]) @ model.W_Q[0, h].detach()
         pos_part = (W_pos[0] @ model.W_K[0, h].detach()) @ q

@@ -5,6 +5,7 @@ import torch
 
 from grokscope.measures.common import all_pairs_logits, cross_entropy
 from grokscope.measures.fourier import fourier_basis
+from grokscope.model import weight_tensors
 from grokscope.measures.progress import (
     excluded_logits,
     excluded_loss,
@@ -109,7 +110,7 @@ def test_gini_known_values():
 def test_weight_norms_trainable_only(model13):
     model13.pos_embed.W_pos.requires_grad_(False)
     wn = weight_norms(model13)
-    expected = {n: float(t.detach().double().pow(2).sum()) for n, t in model13.named_parameters() if t.requires_grad}
+    expected = {n: float(t.detach().double().pow(2).sum()) for n, t in weight_tensors(model13).items() if t.requires_grad}
     assert set(wn.per_tensor) == set(expected)
     assert "pos_embed.W_pos" not in wn.per_tensor
     for n, v in expected.items():
