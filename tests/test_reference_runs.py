@@ -37,11 +37,12 @@ def test_committed_runs_load_and_give_the_stored_logits(name, key, step):
         logits = model(tokens)
     logits = logits[:, -1] if key == "logits_last" else logits[:, run.task.eq_pos:]
     expected = torch.tensor(stored[key] if step == stored["step"] else stored["earlier_steps"][str(step)])
-    # 1e-5 of the logits' scale: other CPUs' kernels, and TL 4's bridge (nn.Linear projections
+    # 3e-5 of the logits' scale: other CPUs' kernels, and TL 4's bridge (nn.Linear projections
     # in place of HookedTransformer's einsums), round differently in the last float32 bits,
-    # which the adder's LayerNorm gains amplify (measured: TL 4.3 vs these values, 2.4e-6 of
-    # the scale at the adder's final step, exactly 0 on mini-grok)
-    tol = 1e-5 * max(1.0, float(expected.abs().max()))
+    # which the adder's LayerNorm gains amplify (measured, TL 4.3 vs 3.9 on this CPU: exactly
+    # 0 on mini-grok; on adder-777 at most 1.3e-5 of a checkpoint's largest logit, 2.4e-6 at
+    # its final step)
+    tol = 3e-5 * max(1.0, float(expected.abs().max()))
     torch.testing.assert_close(logits, expected, atol=tol, rtol=0)
 
 
