@@ -263,20 +263,20 @@ _TO_HOOKED = {
     ".in.weight": (".W_in", lambda t, h: t.T), ".in.bias": (".b_in", lambda t, h: t),
     ".out.weight": (".W_out", lambda t, h: t.T), ".out.bias": (".b_out", lambda t, h: t),
 }
-_TOP_LEVEL = {"embed.weight": ("embed.W_E", False), "pos_embed.weight": ("pos_embed.W_pos", False),
-              "unembed.weight": ("unembed.W_U", True), "unembed.bias": ("unembed.b_U", False)}
+_TOP_LEVEL = {"embed.weight": "embed.W_E", "pos_embed.weight": "pos_embed.W_pos",
+              "unembed.weight": "unembed.W_U", "unembed.bias": "unembed.b_U"}
 
 
-def _hooked_name(bridge_key: str) -> tuple[str, bool]:
-    """(HookedTransformer name, needs converting) of a bridge state_dict key."""
+def _hooked_name(bridge_key: str) -> str:
+    """The HookedTransformer name of a bridge state_dict key."""
     if bridge_key in _TOP_LEVEL:
         return _TOP_LEVEL[bridge_key]
     for suffix, (new, _) in _TO_HOOKED.items():
         if bridge_key.endswith(suffix):
-            return bridge_key[: -len(suffix)] + new, True
+            return bridge_key[: -len(suffix)] + new
     for suffix, new in ((".weight", ".w"), (".bias", ".b")):  # LayerNorms
         if bridge_key.endswith(suffix):
-            return bridge_key[: -len(suffix)] + new, False
+            return bridge_key[: -len(suffix)] + new
     raise ValueError(f"no HookedTransformer name for bridge key {bridge_key!r}")
 
 
@@ -307,8 +307,7 @@ def checkpoint_state(model: Model) -> dict[str, Tensor]:
     n_heads = model.cfg.n_heads
     out = {}
     for key, t in model.state_dict().items():
-        name, _ = _hooked_name(key)
-        out[name] = _to_hooked(key, t.detach(), n_heads)
+        out[_hooked_name(key)] = _to_hooked(key, t.detach(), n_heads)
     order = {name: i for i, name in enumerate(_hooked_order(model))}
     out = dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
     for i in range(model.cfg.n_layers):  # HookedTransformer's attention buffers
@@ -330,7 +329,7 @@ def checkpoint_grads(model: Model) -> dict[str, Tensor]:
 def _named_bridge_weights(model: Model) -> dict[str, tuple[str, Tensor]]:
     """TL 4: checkpoint name -> (bridge state_dict key, trainable parameter), in HT's order."""
     by_id = {id(p) for p in model.parameters() if p.requires_grad}
-    named = {_hooked_name(key)[0]: (key, t) for key, t in model.state_dict(keep_vars=True).items() if id(t) in by_id}
+    named = {_hooked_name(key): (key, t) for key, t in model.state_dict(keep_vars=True).items() if id(t) in by_id}
     order = {name: i for i, name in enumerate(_hooked_order(model))}
     return dict(sorted(named.items(), key=lambda kv: order.get(kv[0], len(order))))
 
