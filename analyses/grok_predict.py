@@ -32,6 +32,7 @@ from grokscope.predict import (
     read_curves,
     score,
 )
+from grokscope.measures.phases import classify_transition
 from grokscope.sweep_report import is_sweep_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +78,8 @@ def main() -> None:
         shutil.copyfile(OUT / "predictor.json", DEFAULT_PREDICTOR_PATH)
 
     held = finished_runs(args.heldout)
-    seeds = [r for r in held if "p=" not in r.name]
-    others = [r for r in held if "p=" in r.name]
+    seeds = [r for r in held if "p=59" in r.name]  # the fitting grid, seeds 3-4
+    others = [r for r in held if "p=59" not in r.name]  # p 67, d_model 48, lr 3e-3, other weight decays
     groups = {"fit (not held out)": fit_runs, "held out: other seeds": seeds, "held out: other configurations": others,
               "held out: all": held}
     for extra in args.also:
@@ -113,7 +114,9 @@ def main() -> None:
             first = next((frac for frac in np.arange(0.025, 1.0, 0.025)
                           if (out.generalised_at is None or frac * run.budget < out.generalised_at)
                           and predictor.predict(run, frac * run.budget).probability >= WARNING_PROBABILITY), None)
-            row = {"group": group, "run": run.name, "budget": run.budget, "generalised": out.generalised,
+            kind = classify_transition(run.steps, run.train_acc, run.test_acc).kind
+            row = {"group": group, "run": run.name, "budget": run.budget, "transition": kind,
+                   "generalised": out.generalised,
                    "generalised_at": out.generalised_at,
                    "first_warning": None if first is None else round(float(first) * run.budget)}
             for frac in FIXED_CUTS:
@@ -125,6 +128,9 @@ def main() -> None:
         w.writeheader()
         w.writerows(run_rows)
     print(json.dumps(predictor.fitted_on))
+    for group in ("fit", "held out"):
+        kinds = [r["transition"] for r in run_rows if r["group"] == group]
+        print(group, {k: kinds.count(k) for k in sorted(set(kinds))})
     print((OUT / "scores.csv").read_text())
 
 

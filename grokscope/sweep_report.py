@@ -306,8 +306,8 @@ def prediction_figure(sweep_dir: Path, table: pd.DataFrame, predictor: GrokPredi
                f"generalised): AUROC {fmt(m['auroc'])} (train loss alone: {fmt(b['auroc'])}); median lead "
                f"time of the first warning (P >= {scores['warn_at']}) {fmt(m['median_lead'])} of the grok "
                f"epoch ({fmt(b['median_lead'])}); false alarms {fmt(m['false_alarm_rate'])} "
-               f"({fmt(b['false_alarm_rate'])}). Predictor fitted on: {fitted}; runs of that sweep are not "
-               f"held out.")
+               f"({fmt(b['false_alarm_rate'])}). Predictor fitted on: {fitted} (scores on those runs "
+               f"themselves are not held-out scores).")
     return Figure("Predicting the grok", caption, fig), scores
 
 
