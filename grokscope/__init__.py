@@ -19,6 +19,8 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.sweep_table(sweep_dir) -> DataFrame       (one row per run of a sweep)
     grokscope.summary_by_config(table) -> DataFrame     (seeds pooled; fraction grokked, interval)
     grokscope.write_sweep_report(sweep_dir) -> Path     (SWEEP_DIR/report.html)
+    grokscope.load_predictor().predict(grokscope.read_curves(run_dir), step) -> Prediction
+                                          (will it grok within its budget, and when; fit/score: grokscope.predict)
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ _LAZY = {
     "summary_by_config": "grokscope.sweep_report",
     "write_sweep_report": "grokscope.sweep_report",
     "wilson_interval": "grokscope.sweep_report",
+    "read_curves": "grokscope.predict",
+    "load_predictor": "grokscope.predict",
+    "GrokPredictor": "grokscope.predict",
 }
 
 __all__ = sorted(_LAZY)

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 from jaxtyping import Float
+from tqdm.auto import tqdm
 
 from grokscope.constants import CONFIG_FILENAME, METRICS_FILENAME
 from grokscope.errors import ConfigError
@@ -483,11 +484,7 @@ class PredictionMonitor:
         self.every = every
         self.predictor = predictor
         self.next_mark = every
-        if echo is None:
-            from tqdm.auto import tqdm
-
-            echo = tqdm.write  # prints above the progress bar
-        self.echo = echo
+        self.echo = echo if echo is not None else tqdm.write  # tqdm.write prints above the progress bar
         self.reports: list[Prediction] = []
 
     def due(self, step: int, budget: int) -> bool:
