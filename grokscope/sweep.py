@@ -350,8 +350,12 @@ def _init_worker(threads: int, parent: int) -> None:
 def _run_local(jobs: list[dict], workers: int, on_result: Callable[[list[dict]], None]) -> None:
     """Run jobs here (1 worker) or in a pool of persistent spawned processes."""
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            on_result(run_job(job))
+        threads = torch.get_num_threads()
+        try:
+            for job in jobs:
+                on_result(run_job(job))
+        finally:
+            torch.set_num_threads(threads)  # run_job set the job's count in this (the caller's) process
         return
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start is unsafe
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import grokscope
 from grokscope.errors import ConfigError
@@ -163,8 +164,10 @@ def test_sweep_with_stacking_groups_seeds(tmp_path):
     d["overrides"]["p"] = 11
     with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
         run_sweep(parse_spec(d, name="st"), tmp_path / "st", workers=1, stack=4, threads=0, progress=False)
+    threads = torch.get_num_threads()
     status = run_sweep(parse_spec(d, name="st"), tmp_path / "st", workers=1, stack=4, threads=1, progress=False)
     assert all(v["status"] == "done" and v["stacked"] == 3 for v in status.values())
+    assert torch.get_num_threads() == threads  # the in-process job's thread count does not leak out
     single = grokscope.train(parse_spec(d).points[1].config, tmp_path / "single", progress=False)
     assert max_abs_weight_difference(grokscope.load_run(tmp_path / "st" / "seed=1"), single) <= 1e-6
 
