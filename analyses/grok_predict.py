@@ -4,12 +4,15 @@
     grokscope sweep analyses/grok_predict_heldout.toml --stack 2
     python analyses/grok_predict.py [--write-default]
 
-Fits `grokscope.predict.fit` on every finished run of sweeps/grok_predict_fit, scores it
-(`grokscope.predict.score`) on sweeps/grok_predict_heldout, split into "other seeds" (the
-fitting grid's configurations, seeds never fitted on) and "other configurations", and on
-any further sweep folders given with --also (e.g. another task family), and writes
-analyses/results/grok_predict/{predictor.json, scores.csv, runs.csv}. --write-default also
-installs the predictor as the one `grokscope predict` uses.
+    grokscope sweep analyses/grok_predict_adder_fit.toml --stack 3
+    grokscope sweep analyses/grok_predict_adder_heldout.toml --stack 2
+
+Fits `grokscope.predict.fit` on every finished run of the fitting sweeps (both task
+families: full-batch modular addition and streamed 3-digit adders), scores it
+(`grokscope.predict.score`) on the held-out sweeps, split by family into "other seeds" (the
+fitting grids' configurations, seeds never fitted on) and "other configurations", and
+writes analyses/results/grok_predict/{predictor.json, scores.csv, runs.csv}.
+--write-default also installs the predictor as the one `grokscope predict` uses.
 """
 
 from __future__ import annotations
@@ -62,28 +65,39 @@ def auroc_at(predictor, runs: list[Curves], frac: float, baseline: bool = False)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fit", type=Path, default=ROOT / "sweeps" / "grok_predict_fit")
-    parser.add_argument("--heldout", type=Path, default=ROOT / "sweeps" / "grok_predict_heldout")
-    parser.add_argument("--also", type=Path, nargs="*", default=[], help="more held-out sweep folders")
+    sweeps = ROOT / "sweeps"
+    parser.add_argument("--fit", type=Path, nargs="+",
+                        default=[sweeps / "grok_predict_fit", sweeps / "grok_predict_adder_fit"])
+    parser.add_argument("--heldout", type=Path, nargs="+",
+                        default=[sweeps / "grok_predict_heldout", sweeps / "grok_predict_adder_heldout"])
     parser.add_argument("--write-default", action="store_true", help="install as grokscope's default predictor")
     args = parser.parse_args()
 
-    fit_runs = finished_runs(args.fit)
-    predictor = fit(fit_runs, description=f"{args.fit.name}: {len(fit_runs)} full-batch a + b mod 59 runs "
-                                           f"(d_model 32, 3,000 epochs; train_frac 0.3-0.6, weight decay 0.3/1)")
+    fit_runs = [run for d in args.fit for run in finished_runs(d)]
+    counts = {family: sum(r.task == family for r in fit_runs) for family in sorted({r.task for r in fit_runs})}
+    predictor = fit(fit_runs, description=f"{' + '.join(d.name for d in args.fit)}: {counts.get('modular', 0)} "
+                                           f"full-batch a + b mod 59 runs (d_model 32, 3,000 epochs; train_frac "
+                                           f"0.3-0.6, weight decay 0.3/1) and {counts.get('addition', 0)} streamed "
+                                           f"3-digit adders (d_model 5-7, 6,000 steps)")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "predictor.json").write_text(predictor.to_json() + "\n")
     if args.write_default:
         DEFAULT_PREDICTOR_PATH.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(OUT / "predictor.json", DEFAULT_PREDICTOR_PATH)
 
-    held = finished_runs(args.heldout)
-    seeds = [r for r in held if "p=59" in r.name]  # the fitting grid, seeds 3-4
-    others = [r for r in held if "p=59" not in r.name]  # p 67, d_model 48, lr 3e-3, other weight decays
-    groups = {"fit (not held out)": fit_runs, "held out: other seeds": seeds, "held out: other configurations": others,
-              "held out: all": held}
-    for extra in args.also:
-        groups[f"held out: {extra.name}"] = finished_runs(extra)
+    held = [run for d in args.heldout for run in finished_runs(d)]
+    modular = [r for r in held if r.task == "modular"]
+    adders = [r for r in held if r.task == "addition"]
+    groups = {
+        "fit (not held out)": fit_runs,
+        "held out: modular, other seeds": [r for r in modular if "p=59" in r.name],  # the fitting grid, seeds 3-4
+        "held out: modular, other configurations": [r for r in modular if "p=59" not in r.name],  # p 67, d 48, ...
+        "held out: adders, other seeds": [r for r in adders if "lr=0.02" in r.name],  # d_model 4-7, seeds 3-4
+        "held out: adders, other configurations": [r for r in adders if "lr=0.02" not in r.name],  # lr 1e-2
+        "held out: modular": modular,
+        "held out: adders": adders,
+        "held out: all": held,
+    }
 
     rows = []
     for group, runs in groups.items():

@@ -152,6 +152,17 @@ def test_committed_run_cut_at_several_points():
     assert "P(test accuracy" in late.describe() and "already generalised" in done.describe()
 
 
+def test_both_task_families_are_in_the_shipped_fit_and_other_tasks_are_flagged():
+    predictor = load_predictor()
+    assert predictor.fitted_on["tasks"] == ["addition", "modular"]
+    adder = read_curves(ROOT / "checkpoints" / "adder-777")
+    assert adder.task == "addition" and adder.budget == 27_000
+    p = predictor.predict(adder, 2700)
+    assert 0 <= p.probability <= 1 and p.warnings == [] and p.already_generalised_at is None
+    adder.task = "parity"
+    assert "this run's task is 'parity'" in predictor.predict(adder, 2700).warnings[0]
+
+
 def test_read_curves_of_a_run_still_writing(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(MINI_GROK, run, ignore=shutil.ignore_patterns("checkpoints", "analysis", "*.html", "*.js"))
