@@ -54,8 +54,9 @@ import numpy as np
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from grokscope.constants import CONFIG_FILENAME, METRICS_FILENAME
+from grokscope.constants import CONFIG_FILENAME
 from grokscope.errors import ConfigError
+from grokscope.run import read_metrics_rows, read_run_config
 
 THRESHOLD = 0.99  # test accuracy that counts as generalised (as in measures.phases)
 WINDOW_FRACTION = 0.2  # the recent window: the last 20% of the steps seen
@@ -109,25 +110,11 @@ def read_curves(run_dir: str | Path) -> Curves:
     """A run folder's metrics log (as far as it is written; a torn last line is dropped) and its
     config's epoch budget and task. ConfigError if the folder holds no run or no metrics."""
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILENAME
-    if not config_path.is_file():
+    if not (run_dir / CONFIG_FILENAME).is_file():
         raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG_FILENAME})")
-    try:
-        config = json.loads(config_path.read_text())
-        budget, task = int(config["train"]["epochs"]), str(config["task"]["task"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{config_path}: unreadable config ({e})") from None
-    rows = []
-    metrics_path = run_dir / METRICS_FILENAME
-    if metrics_path.exists():
-        for line in metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn last line (the run is still writing, or was killed)
-            if not isinstance(row, dict) or "step" not in row:
-                break
-            rows.append(row)
+    config = read_run_config(run_dir)
+    budget, task = config.train.epochs, config.task.task
+    rows = read_metrics_rows(run_dir)
     needed = ("train_loss", "train_acc", "test_loss", "test_acc", "weight_norm")
     rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in needed)]
     if not rows:

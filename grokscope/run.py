@@ -46,6 +46,22 @@ def read_run_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"unreadable {cfg_path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def read_metrics_rows(path: str | Path) -> list[dict]:
+    """The rows of a run folder's metrics.jsonl as far as they read (none if it is missing)."""
+    rows = []
+    metrics_path = Path(path) / METRICS_FILENAME
+    if metrics_path.exists():
+        for line in metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a torn last line from a killed or still-running run (or a corrupt file: keep what reads)
+            if not isinstance(row, dict) or "step" not in row:
+                break
+            rows.append(row)
+    return rows
+
+
 class Run:
     """A training run on disk. Models are loaded lazily, one checkpoint at a time."""
 
@@ -78,18 +94,7 @@ class Run:
     @property
     def metrics(self) -> pd.DataFrame:
         """pandas DataFrame of metrics.jsonl: step, train/test loss and accuracy, weight_norm, lr."""
-        rows = []
-        path = self.path / METRICS_FILENAME
-        if path.exists():
-            for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line from a killed run (or a corrupt file: keep what reads)
-                if not isinstance(row, dict) or "step" not in row:
-                    break
-                rows.append(row)
-        return pd.DataFrame(rows)
+        return pd.DataFrame(read_metrics_rows(self.path))
 
     @cached_property
     def task(self) -> Task:
