@@ -32,7 +32,7 @@ SPEC = register_task(TaskSpec(
     figures=addition_figures,
     summary=addition_summary,
     describe=describe_addition,
-    config_fields=("n_digits", "curriculum", "n_ctx", "split_seed"),
+    config_fields=("n_digits", "curriculum", "n_ctx", "carry_boost", "split_seed"),
 ))
 
 __all__ = ["N_EVAL", "SPEC", "AdditionTask", "add_digits", "build_sequences", "digits_to_int", "int_to_digits",

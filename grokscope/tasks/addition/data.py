@@ -10,7 +10,8 @@ position 2n + 1 + i (position 2n + 1 is the ``=``).
 Training batches are drawn fresh every step, on the training device, for all K models in
 one call: each sample draws its digit count k uniformly from the current curriculum
 stage's lo..hi and both operands uniformly from [0, 10^k) (k independent uniform digits,
-the higher ones zeroed). The random numbers are a counter-based hash of (data seed, step,
+the higher ones zeroed); with ``carry_boost`` > 0 that fraction of the samples then gets a
+carry chain planted inside its k digits (`plant_carry_chains`), from a second hash stream. The random numbers are a counter-based hash of (data seed, step,
 position in the batch) (`counter_uniform`), so model k's stream does not depend on K or
 on the device, and a resumed run draws exactly the batches an uninterrupted one would
 with no generator state to save.
@@ -134,11 +135,16 @@ def mix32(x: Int[Tensor, "*s"]) -> Int[Tensor, "*s"]:
     return (x >> 16) ^ x
 
 
-def counter_uniform(seeds: Int[Tensor, "K"], step: int, shape: tuple[int, ...]) -> Int[Tensor, "K *shape"]:
+def counter_uniform(seeds: Int[Tensor, "K"], step: int, shape: tuple[int, ...],
+                    stream: int = 0) -> Int[Tensor, "K *shape"]:
     """Pseudo-random int64 values uniform in [0, 2^32): a hash of (seed, step, index), so
-    any model's numbers at any step are reproducible alone, on any device."""
+    any model's numbers at any step are reproducible alone, on any device. ``stream`` > 0
+    names an independent second sequence for the same (seed, step) (stream 0 is the
+    operands'; adding a stream leaves it unchanged)."""
     h = mix32((seeds.long() & MASK32) ^ 0x5EED)
     h = mix32(h ^ (step & MASK32))
+    if stream:
+        h = mix32(h ^ (stream & MASK32))
     n = 1
     for d in shape:
         n *= d
@@ -147,15 +153,59 @@ def counter_uniform(seeds: Int[Tensor, "K"], step: int, shape: tuple[int, ...]) 
 
 
 def sample_operand_digits_counter(
-    seeds: Int[Tensor, "K"], step: int, batch: int, lo: int, hi: int, n_digits: int
+    seeds: Int[Tensor, "K"], step: int, batch: int, lo: int, hi: int, n_digits: int, carry_boost: float = 0.0
 ) -> tuple[Int[Tensor, "K b n"], Int[Tensor, "K b n"]]:
-    """`sample_operand_digits` for K models from `counter_uniform` numbers (on seeds' device)."""
+    """`sample_operand_digits` for K models from `counter_uniform` numbers (on seeds' device);
+    with ``carry_boost`` > 0 that fraction of the samples carries a planted chain
+    (`plant_carry_chains`)."""
     r = counter_uniform(seeds, step, (batch, 2 * n_digits + 1))
     k = lo + r[..., 0] % (hi - lo + 1)  # (K, batch) digit counts
     d = (r[..., 1:] % 10).view(*r.shape[:2], 2, n_digits)
     keep = torch.arange(n_digits, device=seeds.device) >= (n_digits - k)[..., None]  # the k low digits
     d = d * keep[..., None, :]
-    return d[..., 0, :], d[..., 1, :]
+    a, b = d[..., 0, :], d[..., 1, :]
+    if carry_boost > 0:
+        a, b = plant_carry_chains(a, b, k, counter_uniform(seeds, step, (batch, n_digits + 3), stream=CARRY_STREAM),
+                                  carry_boost)
+    return a, b
+
+
+CARRY_STREAM = 1  # `counter_uniform` stream of the carry-chain draws
+
+# Digit pairs by column sum: a carry is generated where a_i + b_i >= 10 (45 pairs) and passed
+# on where a_i + b_i = 9 (10 pairs).
+_GENERATE = [(x, y) for x in range(10) for y in range(10) if x + y >= 10]
+_PROPAGATE = [(x, 9 - x) for x in range(10)]
+
+
+def plant_carry_chains(a: Int[Tensor, "K b n"], b: Int[Tensor, "K b n"], k: Int[Tensor, "K b"],
+                       r: Int[Tensor, "K b m"], fraction: float) -> tuple[Int[Tensor, "K b n"], Int[Tensor, "K b n"]]:
+    """Overwrite a random `fraction` of the operand pairs with a carry chain inside their k digits.
+
+    Digits are most significant first. For a chosen sample, in units-first place order: a
+    start place s uniform in 0..k-1 gets a digit pair with a_s + b_s >= 10 (the carry is
+    generated), and the next L - 1 places (L uniform in 1..k - s) get pairs summing to 9
+    (the carry passes through), so the sum carries at L consecutive places at least; every
+    other digit keeps its uniform draw. ``r`` (K, b, n + 3) holds the uniform 32-bit draws:
+    r[..., 0] chooses the sample, r[..., 1] s, r[..., 2] L, r[..., 3 + i] place i's pair.
+    """
+    n = a.shape[-1]
+    dev = a.device
+    chosen = r[..., 0].double() < fraction * 2.0**32
+    s = r[..., 1] % k
+    length = 1 + r[..., 2] % (k - s)
+    place = torch.arange(n, device=dev)  # units-first place index
+    generate = chosen[..., None] & (place == s[..., None])
+    propagate = chosen[..., None] & (place > s[..., None]) & (place < (s + length)[..., None])
+    gen_pairs = torch.tensor(_GENERATE, device=dev)
+    prop_pairs = torch.tensor(_PROPAGATE, device=dev)
+    pick = r[..., 3:]
+    g = gen_pairs[pick % len(_GENERATE)]  # (K, b, n, 2)
+    p = prop_pairs[pick % len(_PROPAGATE)]
+    ar, br = a.flip(-1), b.flip(-1)
+    ar = torch.where(generate, g[..., 0], torch.where(propagate, p[..., 0], ar))
+    br = torch.where(generate, g[..., 1], torch.where(propagate, p[..., 1], br))
+    return ar.flip(-1), br.flip(-1)
 
 
 def model_inputs_from_digits(a: Int[Tensor, "*K b n"], b: Int[Tensor, "*K b n"]
@@ -194,7 +244,7 @@ class AdditionTask:
         return cls(cfg, split, batch_size)
 
     def __init__(self, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0):
-        check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum)
+        check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum, cfg.carry_boost)
         self.cfg = cfg
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.n_digits = n = cfg.n_digits
@@ -249,9 +299,11 @@ class AdditionTask:
 
     def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
         """Fresh batches for K models at the curriculum stage of `step`, drawn on `device`
-        from `counter_uniform`: tokens (K, batch, 3n + 3), labels (K, batch, n + 2)."""
+        from `counter_uniform` (a `carry_boost` fraction with planted carry chains): tokens
+        (K, batch, 3n + 3), labels (K, batch, n + 2)."""
         lo, hi = self.stage_at(step)
-        a, b = sample_operand_digits_counter(seeds.to(device), step, self.batch_size, lo, hi, self.n_digits)
+        a, b = sample_operand_digits_counter(seeds.to(device), step, self.batch_size, lo, hi, self.n_digits,
+                                             self.cfg.carry_boost)
         return model_inputs_from_digits(a, b)
 
     def eval_labels(self, split: str, device) -> Tensor:

@@ -102,6 +102,8 @@ def test_curriculum_parsing_and_stages():
     (dict(n_digits=12, n_ctx=35), "context too short"),  # 12 digits need 3*12+3 = 39
     (dict(curriculum="1-11:5"), "bad curriculum stage"),
     (dict(curriculum="three:5"), "bad curriculum stage"),
+    (dict(carry_boost=1.0), "carry_boost must be in"),
+    (dict(carry_boost=-0.1), "carry_boost must be in"),
 ])
 def test_bad_addition_config_is_one_line_error(over, match):
     with pytest.raises(ConfigError, match=match) as e:
@@ -152,6 +154,33 @@ def test_batches_are_a_function_of_seed_and_step_alone():
     many = task.train_data(5, torch.tensor([3, 7, 9, 11]), "cpu")[0]
     assert many.shape == (4, 512, 33) and torch.equal(many[1], x1[0])
     assert not torch.equal(many[0], many[1])
+
+
+def test_carry_boost_plants_chains_in_that_fraction_and_leaves_the_rest_alone():
+    plain = AdditionTask(TaskConfig(task="addition"))
+    boosted = AdditionTask(TaskConfig(task="addition", carry_boost=0.4))
+    plain.batch_size = boosted.batch_size = 4_000
+    seeds = torch.tensor([3, 7])
+    for step, max_digits in ((0, 3), (10_000, 10)):  # stage 1 (1-3 digits) and stage 3 (1-10)
+        t0, l0 = plain.train_data(step, seeds, "cpu")
+        t1, l1 = boosted.train_data(step, seeds, "cpu")
+        changed = (t0 != t1).any(-1)
+        assert 0.33 < float(changed.double().mean()) < 0.43  # planted samples (a few by chance equal)
+        assert torch.equal(t0[~changed], t1[~changed])  # the others are the plain draws, bit for bit
+        for k in range(2):
+            a = t1[k, :, :10] @ (10 ** torch.arange(9, -1, -1))
+            b = t1[k, :, 11:21] @ (10 ** torch.arange(9, -1, -1))
+            assert int(a.max()) < 10**max_digits and int(b.max()) < 10**max_digits  # chains stay in the stage's digits
+            for r in range(0, 4_000, 97):
+                assert decode_answer(l1[k, r].tolist(), 10) == int(a[r] + b[r])
+            _, carries = add_digits(t1[k, :, :10], t1[k, :, 11:21])
+            chain = longest_carry_chain(carries)
+            assert bool((chain[changed[k]] >= 1).all())  # every planted sample carries
+        _, c0 = add_digits(t0[0, :, :10], t0[0, :, 11:21])
+        assert float(chain[changed[1]].double().mean()) > float(longest_carry_chain(c0).double().mean()) + 0.5
+    # independent of K, like the plain stream
+    one = boosted.train_data(10_000, torch.tensor([7]), "cpu")[0]
+    assert torch.equal(one[0], t1[1])
 
 
 def test_counter_uniform_digits_are_uniform_and_independent():
