@@ -8,7 +8,8 @@ run grokked is decided as in the run reports: `grokscope.measures.phases.classif
 (test accuracy >= 0.99 at least 3x later than train accuracy, held to the end), read from
 the run's analysis when it is current, else computed from its logged metrics (for the
 adder, test_acc is exact match on its 2,000 test pairs). Each run links to its own
-report.html (written first when `analyze_runs`).
+report.html (written first when `analyze_runs`). A task may add figures that compare its
+runs (`TaskSpec.sweep_figures`; the adder's: why seeds fail, per answer digit).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from grokscope.measures.phases import TRANSITION_DEFINITION, TRANSITION_KINDS, c
 from grokscope.predict import GrokPredictor, load_predictor, outcome, read_curves, score
 from grokscope.report import escape_html as esc
 from grokscope.report import render_page, write_plotly_js, write_report
-from grokscope.run import load_run
+from grokscope.run import load_run, read_run_config
 from grokscope.sweep import format_value, read_status
+from grokscope.tasks.registry import get_task
 
 SEED_FIELDS = ("seed", "split_seed")  # repeats of one configuration, not a variable
 
@@ -374,6 +376,21 @@ def _cell(v) -> str:
     return str(v)
 
 
+def task_sweep_figures(sweep_dir: Path, table: pd.DataFrame) -> list[Figure]:
+    """The sweep figures of the task every finished run shares (`TaskSpec.sweep_figures`), or
+    none when the task has none, the runs mix tasks, or none has finished."""
+    tasks = set()
+    for name in table.loc[table["status"] == "done", "name"]:
+        try:
+            tasks.add(read_run_config(sweep_dir / name).task.task)
+        except GrokscopeError:
+            continue
+    if len(tasks) != 1:
+        return []
+    hook = get_task(tasks.pop()).sweep_figures
+    return list(hook(sweep_dir, table)) if hook is not None else []
+
+
 def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, progress: bool = True) -> Path:
     """Write SWEEP_DIR/report.html, summary.csv and runs.csv; with `analyze_runs`, first analyse every
     finished run (a run whose analysis fails is reported as a warning and left unlinked)."""
@@ -409,6 +426,7 @@ def write_sweep_report(sweep_dir: str | Path, *, analyze_runs: bool = False, pro
         predicted = None
     if predicted is not None:
         figures.append(predicted[0])
+    figures.extend(task_sweep_figures(sweep_dir, table))
     html_text = render_page(f"grokscope sweep: {spec.get('name', sweep_dir.name)}", summary_html, figures,
                             footer_html=runs_html)
     path = sweep_dir / REPORT_FILENAME

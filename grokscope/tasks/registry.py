@@ -96,6 +96,8 @@ class TaskSpec:
     - `describe(task_cfg)`: one line naming the task, e.g. "a add b mod 59, 50% train".
     - `report_notes_html`: a paragraph printed under the report's summary (trusted HTML).
     - `config_fields`: the TaskConfig fields the task reads (what `grokscope presets` shows).
+    - `sweep_figures(sweep_dir, runs_table)`: optional figures for the sweep report that
+      compare the task's runs with each other (e.g. why some seeds fail).
     """
 
     name: str
@@ -107,6 +109,7 @@ class TaskSpec:
     describe: Callable[[TaskConfig], str]
     report_notes_html: str = ""
     config_fields: tuple[str, ...] = ()
+    sweep_figures: Callable[[Any, Any], list] | None = None
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

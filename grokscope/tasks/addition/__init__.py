@@ -4,7 +4,8 @@
 - `data`: digits and sequences as tensors, and the streamed task (`AdditionTask`);
 - `measures`: what `grokscope analyze` measures at every checkpoint;
 - `figures`: the report's figures and summary rows;
-- `verify`: AdderBoard-style verification by greedy decoding (`grokscope verify`).
+- `verify`: AdderBoard-style verification by greedy decoding (`grokscope verify`);
+- `sweep_figures`: the sweep report's comparison of failed and successful seeds.
 """
 
 from grokscope.tasks.addition.data import (
@@ -22,6 +23,7 @@ from grokscope.tasks.addition.data import (
 from grokscope.tasks.addition.figures import addition_figures, addition_summary
 from grokscope.tasks.addition.format import describe_addition, validate_addition_config
 from grokscope.tasks.addition.measures import addition_measures
+from grokscope.tasks.addition.sweep_figures import seed_failure_figures
 from grokscope.tasks.registry import TaskSpec, register_task
 
 SPEC = register_task(TaskSpec(
@@ -33,6 +35,7 @@ SPEC = register_task(TaskSpec(
     summary=addition_summary,
     describe=describe_addition,
     config_fields=("n_digits", "curriculum", "n_ctx", "carry_boost", "split_seed"),
+    sweep_figures=seed_failure_figures,
 ))
 
 __all__ = ["N_EVAL", "SPEC", "AdditionTask", "add_digits", "build_sequences", "digits_to_int", "int_to_digits",

@@ -1,0 +1,149 @@
+"""Why adder seeds fail: the sweep report's comparison of failed and successful runs.
+
+A 1-layer adder with one head writes answer digit i from the attention paid, at the query
+position that predicts it, to the two operand digits of the same place (a_i, b_i) and, for
+the carry, to the place below. A seed "fails" when some answer digits stay near chance
+(accuracy ~0.1) to the end. For every finished run of an addition sweep this module reads
+the final checkpoint and, per answer digit i = 0 (units) .. n:
+
+- ``acc``: teacher-forced accuracy of digit i on (up to) the first 1,000 pairs of the run's
+  own test set;
+- ``mass_same``: mean attention mass from q_i onto a_i and b_i (`attention_alignment`, the
+  operand digits of place i; i = n, the last carry digit, has none and is NaN);
+- ``mass_prev``: mass onto a_{i-1} and b_{i-1} (NaN for i = 0 and i = n);
+- ``learned_at``: the first logged step at which test digit i's accuracy reached 0.9
+  (from metrics.jsonl; None if it never did).
+
+`seed_failure_figures` draws them: a heatmap of every run's digits (rows sorted by final
+exact match) and the scatter of digit accuracy against attention mass on its own place,
+with the medians for digits at chance and digits learned in the caption.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from grokscope.errors import GrokscopeError
+from grokscope.figures import Figure
+from grokscope.run import load_run
+from grokscope.tasks.addition.measures import attention_alignment, teacher_forced_scores
+
+N_PAIRS = 1_000
+LEARNED = 0.9  # a digit counts as learned at this accuracy
+AT_CHANCE = 0.3  # ... and as at chance below this one (chance is 0.1)
+
+
+def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
+    """One row per answer digit i = 0..n of an addition run's final checkpoint: ``digit``,
+    ``acc``, ``mass_same``, ``mass_prev``, ``learned_at`` (see the module docstring), and the
+    run's final ``exact_match`` on the same pairs. GrokscopeError if the run cannot be read."""
+    run = load_run(run_dir)
+    if run.config.task.task != "addition":
+        raise GrokscopeError(f"{run.path} is a '{run.config.task.task}' run, not addition")
+    if not run.steps:
+        raise GrokscopeError(f"{run.path} has no saved checkpoints")
+    task = run.task
+    n = task.n_digits
+    seq = task.test_tokens[:n_pairs]
+    model = run.model_at(run.steps[-1])
+    with torch.no_grad():
+        logits, pattern = teacher_forced_scores(model, task, seq)
+    right = logits.argmax(-1) == task.split_sequences(seq)[1]  # (b, n + 2)
+    align = attention_alignment(pattern, n)
+    metrics = run.metrics
+    rows = []
+    for i in range(n + 1):
+        column = f"test_digit{i}_acc"
+        hit = metrics.loc[metrics[column] >= LEARNED, "step"] if column in metrics else pd.Series([], dtype=int)
+        same = (align["mass_a"][i] + align["mass_b"][i]).item() if i < n else math.nan
+        prev = (align["mass_a_prev"][i] + align["mass_b_prev"][i]).item() if 0 < i < n else math.nan
+        rows.append({"digit": i, "acc": right[:, i].double().mean().item(), "mass_same": same, "mass_prev": prev,
+                     "learned_at": int(hit.iloc[0]) if len(hit) else None})
+    table = pd.DataFrame(rows)
+    table["exact_match"] = right.all(-1).double().mean().item()
+    return table
+
+
+def seed_failure_figures(sweep_dir: Path, table: pd.DataFrame) -> list[Figure]:
+    """The sweep report's "why seeds fail" figures for addition runs (empty without finished
+    runs): every run's answer digits at the end, and digit accuracy against the attention
+    mass its query position puts on its own place's operand digits."""
+    fates = []
+    for name in table.loc[table["status"] == "done", "name"]:
+        try:
+            fates.append(digit_fates(sweep_dir / name).assign(run=name))
+        except GrokscopeError:
+            continue
+    if not fates:
+        return []
+    every = pd.concat(fates, ignore_index=True)
+    order = (every.groupby("run")["exact_match"].first().sort_values(ascending=False).index.tolist())
+    n_answer = int(every["digit"].max()) + 1
+    acc = np.array([[every[(every.run == r) & (every.digit == i)]["acc"].item() for i in range(n_answer)]
+                    for r in order])
+    hover = [[_hover(every[(every.run == r) & (every.digit == i)].iloc[0]) for i in range(n_answer)] for r in order]
+    heat = go.Figure(go.Heatmap(z=acc, x=[f"d{i}" for i in range(n_answer)], y=order, zmin=0, zmax=1,
+                                colorscale="RdYlGn", text=hover, hovertemplate="%{y} %{x}<br>%{text}<extra></extra>",
+                                colorbar=dict(title="digit acc")))
+    heat.update_yaxes(autorange="reversed")
+    heat.update_layout(height=max(260, 26 * len(order) + 120), xaxis_title="answer digit (d0 = units, written first)")
+    ok = {r for r, g in every.groupby("run") if g["exact_match"].iloc[0] >= 0.99}
+    scatter = go.Figure()
+    for label, members, colour in (("run >= 99% exact", ok, "#00cc96"), ("run < 99% exact", set(order) - ok, "#ef553b")):
+        part = every[every.run.isin(members) & every.mass_same.notna()]
+        if part.empty:
+            continue
+        scatter.add_trace(go.Scatter(x=part["mass_same"], y=part["acc"], mode="markers", name=label,
+                                     marker=dict(color=colour, size=7, opacity=0.7),
+                                     text=[f"{r} d{d}" for r, d in zip(part["run"], part["digit"])],
+                                     hovertemplate="%{text}<br>mass on a_i, b_i %{x:.2f}<br>acc %{y:.2f}<extra></extra>"))
+    scatter.update_xaxes(title="attention mass on the place's own operand digits (a_i + b_i), final checkpoint",
+                         range=[-0.02, 1.02])
+    scatter.update_yaxes(title="answer digit accuracy", range=[-0.02, 1.05])
+    scatter.update_layout(height=440, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+    return [
+        Figure("Why seeds fail: every run's answer digits",
+               f"Final teacher-forced accuracy of each answer digit on {N_PAIRS:,} of the run's test pairs, one row per "
+               "run (best first). Hover: attention mass on the place's own operand digits and on the place below, and "
+               f"the first logged step at which the digit reached {LEARNED}. {_digit_census(every, ok)}", heat),
+        Figure("Why seeds fail: digit accuracy against attention alignment",
+               "Each point is one answer digit of one run (the top carry digit, which has no operand digits, is left "
+               f"out). {_alignment_finding(every)}", scatter),
+    ]
+
+
+def _hover(row: pd.Series) -> str:
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"  # noqa: E731
+    learned = "never" if row["learned_at"] is None or pd.isna(row["learned_at"]) else f"step {int(row['learned_at']):,}"
+    return (f"acc {row['acc']:.3f}<br>mass on a_i, b_i {fmt(row['mass_same'])}<br>"
+            f"mass on a_i-1, b_i-1 {fmt(row['mass_prev'])}<br>learned (>= {LEARNED}) {learned}")
+
+
+def _digit_census(every: pd.DataFrame, ok: set[str]) -> str:
+    failed = every[~every.run.isin(ok)]
+    if failed.empty:
+        return "Every run reached 99% exact match."
+    stuck = failed[failed["acc"] < AT_CHANCE]
+    per_run = stuck.groupby("run").size()
+    counts = stuck["digit"].value_counts().sort_index()
+    where = ", ".join(f"d{d}: {c}" for d, c in counts.items()) or "none"
+    return (f"{failed['run'].nunique()} run(s) below 99% exact match; {len(stuck)} of their digits stay below "
+            f"{AT_CHANCE} accuracy ({per_run.min() if len(per_run) else 0}-{per_run.max() if len(per_run) else 0} "
+            f"per run), by digit: {where}.")
+
+
+def _alignment_finding(every: pd.DataFrame) -> str:
+    part = every[every.mass_same.notna()]
+    stuck = part[part["acc"] < AT_CHANCE]["mass_same"]
+    learned = part[part["acc"] >= LEARNED]["mass_same"]
+    if stuck.empty or learned.empty:
+        return ""
+    return (f"Median attention mass on a_i + b_i: {stuck.median():.2f} for the {len(stuck)} digits at chance "
+            f"(accuracy < {AT_CHANCE}), {learned.median():.2f} for the {len(learned)} learned ones "
+            f"(accuracy >= {LEARNED}).")
