@@ -1,7 +1,9 @@
-"""How often does the shipped `adder-777` recipe work? Verify every run of a seed sweep.
+"""How often does an adder recipe work? Verify every run of a seed sweep.
 
     grokscope sweep analyses/adder777_seeds.toml --out sweeps/adder777_seeds
     python analyses/adder777_seeds.py sweeps/adder777_seeds [--out analyses/results/adder777_seeds]
+
+(The same for any addition seed sweep, e.g. analyses/adder_recipe_*.toml.)
 
 For each run: `grokscope verify`'s protocol (greedy decoding on 10,000 random pairs, seed
 2025, plus the edge cases), its per-digit accuracy, and how the run's transition is
@@ -12,10 +14,12 @@ match with a 95% Wilson interval).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from grokscope.constants import SWEEP_SPEC_FILENAME
 from grokscope.measures.phases import classify_transition
 from grokscope.run import is_run_dir
 from grokscope.sweep_report import wilson_interval
@@ -37,7 +41,9 @@ def main() -> None:
         rows.append({"run": run_dir.name, "seed": run.config.model.seed, "step": step,
                      "verify_exact": res.accuracy, "edge_exact": res.edge_accuracy,
                      "worst_digit": int(min(range(len(res.digit_acc)), key=lambda i: res.digit_acc[i])),
-                     "worst_digit_acc": min(res.digit_acc), "final_test_acc": float(m["test_acc"].iloc[-1]),
+                     "worst_digit_acc": min(res.digit_acc),
+                     "digits_at_chance": " ".join(f"d{i}" for i, x in enumerate(res.digit_acc) if x < 0.3),
+                     "final_test_acc": float(m["test_acc"].iloc[-1]),
                      "transition": tr.kind})
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).sort_values("seed")
@@ -45,7 +51,8 @@ def main() -> None:
     table.to_csv(args.out / "seeds.csv", index=False)
     ok = int((table["verify_exact"] >= 0.99).sum())
     lo, hi = wilson_interval(ok, len(table))
-    text = (f"adder-777 as shipped, {len(table)} seeds ({', '.join(str(s) for s in table['seed'])}), batched core: "
+    spec = json.loads((args.sweep / SWEEP_SPEC_FILENAME).read_text())
+    text = (f"{spec.get('description') or spec.get('name')} {len(table)} seeds ({', '.join(str(s) for s in table['seed'])}), batched core: "
             f"{ok}/{len(table)} verify at >= 99% exact match (95% Wilson interval {lo:.2f}-{hi:.2f}); "
             f">= 99.69%: {int((table['verify_exact'] >= 0.9969).sum())}.\n")
     (args.out / "summary.txt").write_text(text)
