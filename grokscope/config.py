@@ -70,6 +70,7 @@ class TrainConfig:
     warmup_steps: int = 10
     lr_schedule: str = "constant"
     min_lr: float = 0.0
+    weight_decay_steps: str = ""  # "step:wd,...": weight decay from each step on (empty = weight_decay throughout)
     grad_clip: float = 0.0
     batch_size: int = 0  # 0 = full batch
     loss: str = "cross_entropy"
@@ -185,6 +186,7 @@ class RunConfig:
             raise ConfigError(
                 f"unknown grad_filter '{tr.grad_filter}' (choose from {', '.join(GRAD_FILTERS)})"
             )
+        parse_weight_decay_steps(tr.weight_decay_steps)
         if tr.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"unknown lr_schedule '{tr.lr_schedule}' (choose from {', '.join(LR_SCHEDULES)})"
@@ -196,6 +198,23 @@ class RunConfig:
         if tr.batch_size < 0 or tr.warmup_steps < 0 or tr.grokfast_window < 1:
             raise ConfigError("batch_size and warmup_steps must be >= 0, grokfast_window >= 1")
         return self
+
+
+def parse_weight_decay_steps(spec: str) -> list[tuple[int, float]]:
+    """Parse ``"step:wd,..."`` into [(step, wd), ...] with increasing steps; ConfigError (one
+    line) if malformed. From optimizer step `step` (0-based) on, AdamW's weight decay is `wd`;
+    before the first listed step it is `TrainConfig.weight_decay`. Empty: no changes."""
+    out: list[tuple[int, float]] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            step_text, wd_text = part.split(":")
+            step, wd = int(step_text), float(wd_text)
+        except ValueError:
+            raise ConfigError(f"bad weight_decay_steps entry '{part}' (expected 'step:wd', e.g. '1000:1.0')") from None
+        if step < 0 or wd < 0 or (out and step <= out[-1][0]):
+            raise ConfigError(f"bad weight_decay_steps entry '{part}': steps must increase from 0, weight decay >= 0")
+        out.append((step, wd))
+    return out
 
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
@@ -340,6 +359,7 @@ FIELD_HELP: dict[str, str] = {
     "warmup_steps": "linear warm-up steps",
     "lr_schedule": "constant | cosine (after warm-up)",
     "min_lr": "final learning rate of the cosine schedule",
+    "weight_decay_steps": "'step:wd,...': weight decay from each step on (e.g. raised after memorisation)",
     "grad_clip": "max gradient norm (0 = off)",
     "batch_size": "streamed batch size (0 = full batch)",
     "loss": "cross_entropy | stablemax",

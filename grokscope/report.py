@@ -91,7 +91,8 @@ def run_summary_rows(a: Analysis) -> list[tuple[str, str]]:
         ("model", f"{m.n_layers} layer(s), d_model {m.d_model}, {m.n_heads} head(s) × {m.d_head}, d_mlp {m.d_mlp}, "
                   f"{m.act_fn}, norm {m.normalization}, tied embeddings {m.tied_embeddings}, biases {m.biases}"),
         ("parameters", f"{a.n_params:,}"),
-        ("optimiser", f"AdamW lr {tr.lr:g} ({tr.lr_schedule}), weight decay {tr.weight_decay:g}, "
+        ("optimiser", f"AdamW lr {tr.lr:g} ({tr.lr_schedule}), weight decay {tr.weight_decay:g}"
+                      f"{(' (then step:wd ' + tr.weight_decay_steps + ')') if tr.weight_decay_steps else ''}, "
                       f"betas ({tr.beta1:g}, {tr.beta2:g}), batch {tr.batch_size or 'full'}, {tr.epochs:,} steps"),
         ("checkpoints analysed", f"{len(a.table)} (steps {int(steps.min())}–{int(steps.max()):,})"),
         ("transition", a.transition.describe()),

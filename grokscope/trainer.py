@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from grokscope import batched
 from grokscope import checkpoints as ckpt
-from grokscope.config import RunConfig, TrainConfig
+from grokscope.config import RunConfig, TrainConfig, parse_weight_decay_steps
 from grokscope.constants import (
     CHECKPOINTS_DIRNAME,
     CONFIG_FILENAME,
@@ -56,6 +56,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         progress = min((step - cfg.warmup_steps) / span, 1.0)
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr
+
+
+def weight_decay_at(step: int, cfg: TrainConfig) -> float:
+    """AdamW weight decay for optimizer step `step` (0-based): `weight_decay`, replaced from
+    each step listed in `weight_decay_steps` on."""
+    wd = cfg.weight_decay
+    for start, value in parse_weight_decay_steps(cfg.weight_decay_steps):
+        if step >= start:
+            wd = value
+    return wd
 
 
 def weight_norm(model: torch.nn.Module) -> float:
@@ -167,6 +177,13 @@ def make_optimizer(weights: batched.Weights, tcfg: TrainConfig, capturable: bool
                              betas=(tcfg.beta1, tcfg.beta2))
 
 
+def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Set every group's weight decay (a Python float: a captured CUDA graph would keep the
+    old one, so runs with a weight-decay schedule train eagerly; `can_capture`)."""
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's learning rate (in place on the device for a capturable AdamW)."""
     for group in optimizer.param_groups:
@@ -223,8 +240,9 @@ class GraphedStep:
 
 def can_capture(tcfg: TrainConfig) -> bool:
     """Whether a run's step can be a CUDA graph: on CUDA, and with no Python-side state that
-    changes every step (Grokfast-MA keeps a window of gradients in a Python deque)."""
-    return tcfg.device == "cuda" and tcfg.grad_filter != "ma"
+    changes during training (Grokfast-MA keeps a window of gradients in a Python deque; a
+    weight-decay schedule changes a float the graph would have baked in)."""
+    return tcfg.device == "cuda" and tcfg.grad_filter != "ma" and not parse_weight_decay_steps(tcfg.weight_decay_steps)
 
 
 class TaskGroups:
@@ -449,6 +467,7 @@ def train_many(
     weights = {n: w.requires_grad_(True) for n, w in
                batched.init_weights(arch, [c.model.seed for c in configs], device).items()}
     use_graph = cuda_graphs and can_capture(tcfg)
+    wd_schedule = bool(parse_weight_decay_steps(tcfg.weight_decay_steps))
     optimizer = make_optimizer(weights, tcfg, capturable=use_graph)
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
@@ -487,6 +506,8 @@ def train_many(
 
         for step in range(start, tcfg.epochs):
             set_lr(optimizer, lr_at(step, tcfg))
+            if wd_schedule:
+                set_weight_decay(optimizer, weight_decay_at(step, tcfg))
             tokens, labels = groups.train_data(step)
             if graphed is not None:
                 graphed(tokens, labels)

@@ -20,7 +20,7 @@ from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
 from grokscope.run import max_abs_weight_difference
-from grokscope.trainer import lr_at
+from grokscope.trainer import lr_at, weight_decay_at
 
 
 def _weights(run):
@@ -145,6 +145,30 @@ def test_warmup_and_cosine_schedule(tiny_config):
     assert [lr_at(s, t) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(4, t) == pytest.approx(1.0)
     assert lr_at(104, t) == pytest.approx(0.1)
+
+
+def test_weight_decay_schedule_known_values_and_bad_specs(tiny_config):
+    t = tiny_config.replace(weight_decay=0.3, weight_decay_steps="10:1.0, 20:0").train
+    assert [weight_decay_at(s, t) for s in (0, 9, 10, 19, 20, 10_000)] == [0.3, 0.3, 1.0, 1.0, 0.0, 0.0]
+    assert weight_decay_at(5, tiny_config.train) == tiny_config.train.weight_decay  # empty: constant
+    for bad, match in (("10", "expected 'step:wd'"), ("a:1", "expected 'step:wd'"), ("10:1,5:2", "steps must increase"),
+                       ("10:-1", "weight decay >= 0"), ("-1:1", "steps must increase")):
+        with pytest.raises(ConfigError, match=match) as e:
+            tiny_config.replace(weight_decay_steps=bad).validate()
+        assert "\n" not in str(e.value)
+
+
+def test_weight_decay_schedule_changes_training_from_its_step_on(tmp_path, tiny_config):
+    base = tiny_config.replace(weight_decay=0.1, epochs=30, log_every=1)
+    const = grokscope.train(base, tmp_path / "const", progress=False)
+    same = grokscope.train(base.replace(weight_decay_steps="0:0.1"), tmp_path / "same", progress=False)
+    raised = grokscope.train(base.replace(weight_decay_steps="12:3.0"), tmp_path / "raised", progress=False)
+    assert max_abs_weight_difference(const, same) == 0.0  # a schedule that changes nothing changes nothing
+    assert max_abs_weight_difference(const, raised, step=12) == 0.0  # identical before step 12 ...
+    assert max_abs_weight_difference(const, raised, step=13) > 0.0  # ... and not after
+    # stronger decay from step 12 on: the weights shrink relative to the constant run
+    norms = {r.path.name: r.metrics.set_index("step")["weight_norm"] for r in (const, raised)}
+    assert norms["raised"][30] < norms["const"][30]
 
 
 def test_corrupt_checkpoint_is_named(tmp_path, tiny_config):
