@@ -11,6 +11,8 @@ the final checkpoint and, per answer digit i = 0 (units) .. n:
 - ``mass_same``: mean attention mass from q_i onto a_i and b_i (`attention_alignment`, the
   operand digits of place i; i = n, the last carry digit, has none and is NaN);
 - ``mass_prev``: mass onto a_{i-1} and b_{i-1} (NaN for i = 0 and i = n);
+- ``top_key``, ``top_mass``: the key position q_i attends to most ("a3", "b3", "=", "s2",
+  ...; `key_labels`) and its mean mass;
 - ``learned_at``: the first logged step at which test digit i's accuracy reached 0.9
   (from metrics.jsonl; None if it never did).
 
@@ -32,7 +34,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.figures import Figure
 from grokscope.run import load_run
-from grokscope.tasks.addition.measures import attention_alignment, teacher_forced_scores
+from grokscope.tasks.addition.measures import attention_alignment, key_labels, teacher_forced_scores
 
 N_PAIRS = 1_000
 LEARNED = 0.9  # a digit counts as learned at this accuracy
@@ -41,7 +43,8 @@ AT_CHANCE = 0.3  # ... and as at chance below this one (chance is 0.1)
 
 def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
     """One row per answer digit i = 0..n of an addition run's final checkpoint: ``digit``,
-    ``acc``, ``mass_same``, ``mass_prev``, ``learned_at`` (see the module docstring), and the
+    ``acc``, ``mass_same``, ``mass_prev``, ``top_key``, ``top_mass``, ``learned_at`` (see the
+    module docstring), and the
     run's final ``exact_match`` on the same pairs. GrokscopeError if the run cannot be read."""
     run = load_run(run_dir)
     if run.config.task.task != "addition":
@@ -56,6 +59,8 @@ def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
         logits, pattern = teacher_forced_scores(model, task, seq)
     right = logits.argmax(-1) == task.split_sequences(seq)[1]  # (b, n + 2)
     align = attention_alignment(pattern, n)
+    mean_pattern = pattern.double().mean(0)  # (n + 2, keys)
+    labels = key_labels(n)
     metrics = run.metrics
     rows = []
     for i in range(n + 1):
@@ -63,7 +68,9 @@ def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
         hit = metrics.loc[metrics[column] >= LEARNED, "step"] if column in metrics else pd.Series([], dtype=int)
         same = (align["mass_a"][i] + align["mass_b"][i]).item() if i < n else math.nan
         prev = (align["mass_a_prev"][i] + align["mass_b_prev"][i]).item() if 0 < i < n else math.nan
+        top = int(mean_pattern[i].argmax())
         rows.append({"digit": i, "acc": right[:, i].double().mean().item(), "mass_same": same, "mass_prev": prev,
+                     "top_key": labels[top], "top_mass": mean_pattern[i, top].item(),
                      "learned_at": int(hit.iloc[0]) if len(hit) else None})
     table = pd.DataFrame(rows)
     table["exact_match"] = right.all(-1).double().mean().item()
@@ -122,7 +129,8 @@ def _hover(row: pd.Series) -> str:
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"  # noqa: E731
     learned = "never" if row["learned_at"] is None or pd.isna(row["learned_at"]) else f"step {int(row['learned_at']):,}"
     return (f"acc {row['acc']:.3f}<br>mass on a_i, b_i {fmt(row['mass_same'])}<br>"
-            f"mass on a_i-1, b_i-1 {fmt(row['mass_prev'])}<br>learned (>= {LEARNED}) {learned}")
+            f"mass on a_i-1, b_i-1 {fmt(row['mass_prev'])}<br>most attended key {row['top_key']} "
+            f"({row['top_mass']:.2f})<br>learned (>= {LEARNED}) {learned}")
 
 
 def _digit_census(every: pd.DataFrame, ok: set[str]) -> str:
@@ -133,9 +141,12 @@ def _digit_census(every: pd.DataFrame, ok: set[str]) -> str:
     per_run = stuck.groupby("run").size()
     counts = stuck["digit"].value_counts().sort_index()
     where = ", ".join(f"d{d}: {c}" for d, c in counts.items()) or "none"
+    looks = stuck["top_key"].str[0].map({"a": "an operand digit of a", "b": "an operand digit of b", "=": "'='",
+                                         "+": "'+'", "s": "an answer digit already written"}).value_counts()
+    looks_text = "; ".join(f"{c} at {what}" for what, c in looks.items())
     return (f"{failed['run'].nunique()} run(s) below 99% exact match; {len(stuck)} of their digits stay below "
             f"{AT_CHANCE} accuracy ({per_run.min() if len(per_run) else 0}-{per_run.max() if len(per_run) else 0} "
-            f"per run), by digit: {where}.")
+            f"per run), by digit: {where}. Where their query looks most: {looks_text or 'n/a'}.")
 
 
 def _alignment_finding(every: pd.DataFrame) -> str:
