@@ -53,6 +53,8 @@ def test_digit_fates_of_the_reference_adder_are_learned_and_aligned(two_seeds):
     assert (fates["acc"] == 1.0).all() and fates["exact_match"].iloc[0] == 1.0
     same = fates["mass_same"].iloc[:10]
     assert (same > 0.8).all() and pd.isna(fates["mass_same"].iloc[10])  # the top carry digit has no operands
+    # each of digits 0-9 attends most to its own place's a or b digit
+    assert all(key in (f"a{i}", f"b{i}") for i, key in enumerate(fates["top_key"].iloc[:10]))
     assert pd.isna(fates["mass_prev"].iloc[0]) and (fates["mass_prev"].iloc[1:10] < 0.2).all()
     # from metrics.jsonl: digits 3 and 4 were the last to be learned (~16,600)
     assert fates["learned_at"].iloc[3] > 15_000 and fates["learned_at"].iloc[1] < 5_000
@@ -71,6 +73,7 @@ def test_seed_failure_figures_name_the_failed_digit(two_seeds):
     heat, scatter = seed_failure_figures(two_seeds, table)
     assert list(heat.figure.data[0].y) == ["seed=1", "seed=2"]  # best first
     assert "1 run(s) below 99% exact match" in heat.caption and f"d{BROKEN_DIGIT}: 1" in heat.caption
+    assert "Where their query looks most:" in heat.caption
     fates = digit_fates(two_seeds / "seed=2")
     stuck = int(((fates["acc"] < 0.3) & fates["mass_same"].notna()).sum())  # d3, and d4, whose query sees d3's key
     assert stuck >= 1 and f"for the {stuck} digits at chance" in scatter.caption
