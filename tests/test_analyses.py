@@ -51,3 +51,11 @@ def test_adder_digits_script_reports_every_digit(tmp_path):
     bad = subprocess.run([sys.executable, str(ANALYSES / "adder_digits.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode != 0
+
+
+@pytest.mark.parametrize("path", sorted(ANALYSES.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_committed_spec_parses_into_valid_points(path):
+    spec = grokscope.load_spec(path)
+    assert spec.name == path.stem and spec.points
+    for p in spec.points:
+        p.config.validate()
