@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
@@ -92,9 +91,9 @@ def seed_failure_figures(sweep_dir: Path, table: pd.DataFrame) -> list[Figure]:
     every = pd.concat(fates, ignore_index=True)
     order = (every.groupby("run")["exact_match"].first().sort_values(ascending=False).index.tolist())
     n_answer = int(every["digit"].max()) + 1
-    acc = np.array([[every[(every.run == r) & (every.digit == i)]["acc"].item() for i in range(n_answer)]
-                    for r in order])
-    hover = [[_hover(every[(every.run == r) & (every.digit == i)].iloc[0]) for i in range(n_answer)] for r in order]
+    acc = every.pivot(index="run", columns="digit", values="acc").loc[order].to_numpy()
+    by_cell = {(row.run, row.digit): _hover(every.loc[row.Index]) for row in every.itertuples()}
+    hover = [[by_cell[(r, i)] for i in range(n_answer)] for r in order]
     heat = go.Figure(go.Heatmap(z=acc, x=[f"d{i}" for i in range(n_answer)], y=order, zmin=0, zmax=1,
                                 colorscale="RdYlGn", text=hover, hovertemplate="%{y} %{x}<br>%{text}<extra></extra>",
                                 colorbar=dict(title="digit acc")))
