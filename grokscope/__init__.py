@@ -12,6 +12,8 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.write_report(analysis) -> Path  (RUN_DIR/report.html)
     grokscope.embedding_spectrum(model, p), grokscope.key_frequencies(model, task),
     grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
+    grokscope.relative_margins(logits, labels), grokscope.single_frequency_margin(p)
+                                          (how close each answer is to flipping; the one-frequency bound)
     grokscope.register_task(TaskSpec(...)), grokscope.get_task(name)   (the task registry)
     grokscope.register_measure(task_name, MeasureClass)   (add a measure to a task's analyses)
     grokscope.Measure, Measured, FinalMeasured    (the per-checkpoint measure interface)
@@ -65,6 +67,10 @@ _LAZY = {
     "embedding_spectrum": "grokscope.measures.fourier",
     "neuron_logit_spectrum": "grokscope.measures.fourier",
     "fourier_basis": "grokscope.measures.fourier",
+    "logit_frequency_share": "grokscope.measures.key_frequencies",
+    "logit_margins": "grokscope.measures.margin",
+    "relative_margins": "grokscope.measures.margin",
+    "single_frequency_margin": "grokscope.measures.margin",
     "key_frequencies": "grokscope.tasks.modular.on_task",
     "restricted_loss": "grokscope.tasks.modular.on_task",
     "excluded_loss": "grokscope.tasks.modular.on_task",
