@@ -4,9 +4,13 @@ For each run folder (or every run of a sweep folder) this loads the final checkp
 prints: test accuracy; the logits' largest frequency shares along cos/sin(w_k(a op b))
 (`grokscope.logit_frequency_share`, add/sub only); the median relative margin of the test
 pairs (right logit minus best wrong logit, in units of the logits' spread over the classes)
-and that median divided by the one-frequency bound `single_frequency_margin(p)`. A ratio
-near 1 means the model answers with one frequency pair, whose margin is about 2% of its
-amplitude at p = 31 whatever k it picks, so small errors flip the argmax.
+and that median divided by the one-frequency bound `single_frequency_margin(p)` (a ratio
+near 1: the model answers with one frequency pair, whose margin is about 2% of its amplitude
+at p = 31 whatever k it picks, so small errors flip the argmax); and, for a + b, where the
+wrong test pairs sit: the share whose |k(a - b)| mod p (k the largest logit frequency) is
+within 1 of 0 or of p/2, the ends of the range of lengths |cos(w_k(a - b)/2)| of the average
+of the two embeddings that one attention head hands the MLP. Uniform errors would put
+7/31 = 0.23 there at p = 31.
 
     python analyses/d7_margin.py sweeps/d7_map_p31_mlp sweeps/d7_map_p31_mlp_wide
 """
@@ -37,7 +41,8 @@ def run_dirs(paths: list[str]) -> list[Path]:
 
 def main(paths: list[str]) -> None:
     torch.set_num_threads(1)
-    print(f"{'run':<64} {'test':>6}  {'top logit frequencies (k: share)':<34} {'med margin':>10} {'/ 1-freq':>8}")
+    print(f"{'run':<64} {'test':>6}  {'top logit frequencies (k: share)':<34} {'med margin':>10} {'/ 1-freq':>8} {'wrong at ends':>14}")
+    pooled = [0, 0]  # wrong test pairs at the ends, all wrong test pairs (a + b runs)
     for d in run_dirs(paths):
         run = grokscope.load_run(d)
         task = run.task
@@ -55,7 +60,20 @@ def main(paths: list[str]) -> None:
             freqs = ", ".join(f"{int(k) + 1}: {float(share[k]):.2f}" for k in top)
         else:
             freqs = "- (not a function of a +/- b)"
-        print(f"{d.name:<64} {acc:6.4f}  {freqs:<34} {med:10.4f} {med / grokscope.single_frequency_margin(task.p):8.1f}")
+        ends = "-"
+        if task.op == "add" and len(task) == task.p ** 2:
+            wrong = test[rel <= 0]
+            if len(wrong):
+                k = int(top[0]) + 1
+                diff = (k * (task.a[wrong] - task.b[wrong])) % task.p
+                folded = torch.minimum(diff, task.p - diff)  # 0 .. p // 2
+                at_ends = (folded <= 1) | (folded >= task.p // 2 - 1)
+                ends = f"{int(at_ends.sum())}/{len(wrong)}"
+                pooled[0] += int(at_ends.sum())
+                pooled[1] += len(wrong)
+        print(f"{d.name:<64} {acc:6.4f}  {freqs:<34} {med:10.4f} {med / grokscope.single_frequency_margin(task.p):8.1f} {ends:>14}")
+    if pooled[1]:
+        print(f"pooled: {pooled[0]} of {pooled[1]} wrong a + b test pairs ({pooled[0] / pooled[1]:.2f}) sit at the ends")
 
 
 if __name__ == "__main__":
