@@ -122,3 +122,26 @@ def test_report_axes_read_as_a_reader_expects(mini_grok, tmp_path):
     assert values and all(v % 50 == 0 for v in values), weights  # round ticks on the weights axis
     clock = section_ticks(dom, "Clock circles: number tokens in each key frequency's plane", "xtick")
     assert clock  # the clock figure drew
+
+
+def test_committed_d7_run_groks_and_its_frequencies_explain_it():
+    """checkpoints/grok-d7: a d_model 7 model that memorises, then generalises much later
+    (the `grok-d7` preset, seed 0), and answers with the frequencies the analysis names."""
+    from grokscope.measures.key_frequencies import explaining_key_frequencies
+    from grokscope.measures.phases import classify_transition
+
+    run = grokscope.load_run(ROOT / "checkpoints" / "grok-d7")
+    assert run.config.model.d_model == 7 and run.config.preset == "grok-d7"
+    m = run.metrics
+    tr = classify_transition(m["step"], m["train_acc"], m["test_acc"])
+    assert tr.kind == "grokked" and tr.delay_ratio >= 10
+    assert m.loc[m["step"] == tr.memorised_at, "test_acc"].iloc[0] < 0.9  # not yet generalised at t_m
+    task, model = run.task, run.model_at(run.steps[-1])
+    with torch.no_grad():
+        logits = task.all_logits(model)[:, : task.p]
+    assert (logits[task.test_idx].argmax(-1) == task.labels[task.test_idx]).float().mean() >= 0.99
+    post = model.run_with_cache(task.tokens, names_filter="blocks.0.mlp.hook_post")[1]["blocks.0.mlp.hook_post"][:, -1]
+    kf = explaining_key_frequencies(post, logits, task.labels, task.p)
+    assert kf.freqs == [2, 13] and kf.explains_model
+    # one frequency carries most of the logits: the d = 7 model has room for three pairs
+    assert float(grokscope.logit_frequency_share(logits, task.p)[1]) > 0.8
