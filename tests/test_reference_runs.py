@@ -1,7 +1,7 @@
 """The committed reference runs: they load with the installed TransformerLens (a
 HookedTransformer on 3.x, a TransformerBridge on 4.x) and give the stored logits, and the
 measures that need a grokked model give numbers that mean something on
-`checkpoints/mini-grok` (the only grokked run in the repository)."""
+`checkpoints/mini-grok` (d_model 32) and `checkpoints/grok-d7` (d_model 7), the grokked runs in the repository."""
 
 from __future__ import annotations
 
