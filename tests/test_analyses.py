@@ -59,3 +59,13 @@ def test_every_committed_spec_parses_into_valid_points(path):
     assert spec.name == path.stem and spec.points
     for p in spec.points:
         p.config.validate()
+
+
+def test_d7_margin_script_reads_the_committed_d7_run(tmp_path):
+    ok = subprocess.run([sys.executable, str(ANALYSES / "d7_margin.py"), str(ANALYSES.parent / "checkpoints" / "grok-d7")],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    row = ok.stdout.splitlines()[1].split()
+    assert row[0] == "grok-d7" and row[1] == "1.0000" and row[2:4] == ["2:", "0.92,"]  # test acc, top frequency
+    bad = subprocess.run([sys.executable, str(ANALYSES / "d7_margin.py"), str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no run folders" in bad.stderr
