@@ -9,8 +9,10 @@ near 1: the model answers with one frequency pair, whose margin is about 2% of i
 at p = 31 whatever k it picks, so small errors flip the argmax); and, for a + b, where the
 wrong test pairs sit: the share whose |k(a - b)| mod p (k the largest logit frequency) is
 within 1 of 0 or of p/2, the ends of the range of lengths |cos(w_k(a - b)/2)| of the average
-of the two embeddings that one attention head hands the MLP. Uniform errors would put
-7/31 = 0.23 there at p = 31.
+of the two embeddings that one attention head hands the MLP (`grokscope.at_length_ends`).
+Uniform errors would put `grokscope.length_ends_fraction(31)` = 7/31 = 0.23 there at p = 31.
+`grokscope analyze` records the same columns at every checkpoint (test_margin,
+top_logit_freq, top_logit_share, wrong_at_ends) and draws them in the report.
 
     python analyses/d7_margin.py sweeps/d7_map_p31_mlp sweeps/d7_map_p31_mlp_wide
 """
@@ -64,10 +66,7 @@ def main(paths: list[str]) -> None:
         if task.op == "add" and len(task) == task.p ** 2:
             wrong = test[rel <= 0]
             if len(wrong):
-                k = int(top[0]) + 1
-                diff = (k * (task.a[wrong] - task.b[wrong])) % task.p
-                folded = torch.minimum(diff, task.p - diff)  # 0 .. p // 2
-                at_ends = (folded <= 1) | (folded >= task.p // 2 - 1)
+                at_ends = grokscope.at_length_ends(task.a[wrong], task.b[wrong], int(top[0]) + 1, task.p)
                 ends = f"{int(at_ends.sum())}/{len(wrong)}"
                 pooled[0] += int(at_ends.sum())
                 pooled[1] += len(wrong)

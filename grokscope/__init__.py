@@ -14,6 +14,8 @@ analyses -> report. Public API (imported lazily, so `grokscope --help` stays fas
     grokscope.restricted_loss(model, task, freqs), grokscope.excluded_loss(model, task, freqs), ...
     grokscope.relative_margins(logits, labels), grokscope.single_frequency_margin(p)
                                           (how close each answer is to flipping; the one-frequency bound)
+    grokscope.at_length_ends(a, b, k, p), grokscope.length_ends_fraction(p)
+                                          (pairs where a one-head sum of two frequency-k embeddings is longest/shortest)
     grokscope.register_task(TaskSpec(...)), grokscope.get_task(name)   (the task registry)
     grokscope.register_measure(task_name, MeasureClass)   (add a measure to a task's analyses)
     grokscope.Measure, Measured, FinalMeasured    (the per-checkpoint measure interface)
@@ -69,6 +71,8 @@ _LAZY = {
     "fourier_basis": "grokscope.measures.fourier",
     "logit_frequency_share": "grokscope.measures.key_frequencies",
     "logit_margins": "grokscope.measures.margin",
+    "at_length_ends": "grokscope.measures.margin",
+    "length_ends_fraction": "grokscope.measures.margin",
     "relative_margins": "grokscope.measures.margin",
     "single_frequency_margin": "grokscope.measures.margin",
     "key_frequencies": "grokscope.tasks.modular.on_task",

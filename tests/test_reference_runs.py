@@ -145,3 +145,22 @@ def test_committed_d7_run_groks_and_its_frequencies_explain_it():
     assert kf.freqs == [2, 13] and kf.explains_model
     # one frequency carries most of the logits: the d = 7 model has room for three pairs
     assert float(grokscope.logit_frequency_share(logits, task.p)[1]) > 0.8
+
+
+def test_grok_d7_margins_track_one_frequency_and_its_errors_sit_at_the_length_ends(tmp_path):
+    """The margin columns on the committed d = 7 run: k = 2 leads from memorisation on, the
+    final test margin clears the one-frequency bound, and through the plateau the wrong test
+    pairs sit at the ends of the one-head sum's length more often than uniform errors would."""
+    from grokscope.measures.margin import length_ends_fraction, single_frequency_margin
+    from grokscope.pipeline import analyze
+    from grokscope.tasks.modular.measures import MarginMeasure, ModularLossAccuracy
+
+    dst = tmp_path / "grok-d7"
+    shutil.copytree(ROOT / "checkpoints" / "grok-d7", dst, ignore=shutil.ignore_patterns("analysis", "report.html"))
+    t = analyze(dst, progress=False, measures=[ModularLossAccuracy(), MarginMeasure()]).table
+    plateau = t[(t["step"] >= 250) & (t["step"] < 3375)]  # memorised at 250, grokked at 3,375
+    assert (plateau["top_logit_freq"] == 2).all() and (plateau["top_logit_share"] > 0.7).all()
+    assert plateau["wrong_at_ends"].median() > length_ends_fraction(31)
+    last = t.iloc[-1]
+    assert last["test_acc"] == 1.0 and math.isnan(last["wrong_at_ends"])
+    assert last["test_margin"] > 5 * single_frequency_margin(31) and last["top_logit_share"] > 0.9

@@ -10,6 +10,15 @@ the logits' standard deviation over the p classes (``A / sqrt(2)``) that bound i
 median relative margin sits at this bound computes the answer with one frequency, and any
 error in it larger than ~1-3% of the amplitude flips the argmax; margins well above it need
 a second frequency (or a non-Fourier mechanism).
+
+Where such a model's errors fall: one attention head hands the MLP (a weighted) sum of the
+two operands' embeddings. If both sit on the circle of frequency k, the sum of the two unit
+vectors at angles ``w_k a`` and ``w_k (b_sign b)`` has angle ``w_k (a + b_sign b) / 2`` and
+length ``2 |cos(w_k (a - b_sign b) / 2)|``: it carries the answer's angle, but its length
+swings with the *other* combination of the operands, from 2 down to almost 0. `at_length_ends`
+marks the pairs at either end of that swing (the longest and the shortest sums), which a
+readout tuned to typical lengths gets wrong first; `length_ends_fraction(p)` is the share
+of all residues there (what uniformly spread errors would give).
 """
 
 from __future__ import annotations
@@ -17,10 +26,10 @@ from __future__ import annotations
 import math
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-__all__ = ["logit_margins", "relative_margins", "single_frequency_margin"]
+__all__ = ["at_length_ends", "length_ends_fraction", "logit_margins", "relative_margins", "single_frequency_margin"]
 
 
 def logit_margins(logits: Float[Tensor, "batch n_class"], labels: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
@@ -57,3 +66,31 @@ def single_frequency_margin(p: int) -> float:
     if p < 3:
         raise ValueError(f"p must be >= 3, got {p}")
     return math.sqrt(2.0) * (1.0 - math.cos(2.0 * math.pi / p))
+
+
+def at_length_ends(a: Int[Tensor, "batch"], b: Int[Tensor, "batch"], k: int, p: int, b_sign: int = 1,
+                   width: int = 1) -> Bool[Tensor, "batch"]:
+    """True for the (a, b) pairs whose other combination ``d = k (a - b_sign b) mod p``, folded
+    to ``min(d, p - d)`` in 0..p//2, lies within `width` of 0 or of p//2.
+
+    These are the pairs where the length ``|cos(w_k d / 2)|`` of a one-head sum of the two
+    frequency-k embeddings is at its largest (d near 0) or smallest (d near p/2); see the
+    module docstring. ``b_sign`` is +1 for a + b and -1 for a - b.
+    """
+    if p < 3 or not 1 <= k <= p // 2:
+        raise ValueError(f"need p >= 3 and 1 <= k <= p // 2, got p {p}, k {k}")
+    if b_sign not in (1, -1):
+        raise ValueError(f"b_sign must be +1 or -1, got {b_sign}")
+    d = (k * (a.long() - b_sign * b.long())) % p
+    folded = torch.minimum(d, p - d)
+    return (folded <= width) | (folded >= p // 2 - width)
+
+
+def length_ends_fraction(p: int, width: int = 1) -> float:
+    """Share of the p residues d whose fold ``min(d, p - d)`` is within `width` of 0 or p//2:
+    the fraction of wrong pairs `at_length_ends` would mark if errors fell uniformly
+    (k is invertible mod a prime p, so k d runs over every residue once). 7/31 at p = 31."""
+    if p < 3:
+        raise ValueError(f"p must be >= 3, got {p}")
+    folded = [min(d, p - d) for d in range(p)]
+    return sum(f <= width or f >= p // 2 - width for f in folded) / p

@@ -1,11 +1,20 @@
-"""Logit margins: known answers on planted one- and two-frequency logit tables."""
+"""Logit margins: known answers on planted one- and two-frequency logit tables; the pairs at
+the ends of a one-head sum's length, by hand and against the uniform fraction."""
 
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from grokscope.measures.margin import logit_margins, relative_margins, single_frequency_margin
+from grokscope.measures.margin import (
+    at_length_ends,
+    length_ends_fraction,
+    logit_margins,
+    relative_margins,
+    single_frequency_margin,
+)
 
 
 def planted_logits(p: int, freqs: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,3 +51,35 @@ def test_bad_shapes_and_p_are_refused():
         logit_margins(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="p must be"):
         single_frequency_margin(2)
+
+
+def test_length_ends_by_hand():
+    # p 31, k 1, a + b: the other combination is a - b; ends are a - b in {0, ±1, ±14, ±15}
+    a = torch.tensor([5, 5, 5, 5, 5, 20, 0, 3])
+    b = torch.tensor([5, 4, 6, 10, 22, 5, 16, 30])  # a - b: 0, 1, -1, -5, -17 (=14), 15, -16 (=15), -27 (=4)
+    assert at_length_ends(a, b, 1, 31).tolist() == [True, True, True, False, True, True, True, False]
+    # k 3 scales the combination: 3 * (a - b) = 3 * 5 = 15 -> an end; 3 * 2 = 6 -> not
+    assert at_length_ends(torch.tensor([7, 7]), torch.tensor([2, 5]), 3, 31).tolist() == [True, False]
+    # a - b (b_sign -1): the other combination is a + b
+    assert at_length_ends(torch.tensor([1, 1]), torch.tensor([30, 5]), 1, 31, b_sign=-1).tolist() == [True, False]
+    assert length_ends_fraction(31) == 7 / 31 and length_ends_fraction(97) == 7 / 97
+    assert length_ends_fraction(31, width=0) == 3 / 31  # 0 and ±15
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.sampled_from([5, 7, 11, 13, 31, 59]), data=st.data())
+def test_length_ends_of_the_whole_grid_match_the_uniform_fraction(p, data):
+    k = data.draw(st.integers(1, p // 2))
+    b_sign = data.draw(st.sampled_from([1, -1]))
+    a, b = torch.arange(p).repeat_interleave(p), torch.arange(p).repeat(p)
+    share = float(at_length_ends(a, b, k, p, b_sign=b_sign).double().mean())
+    assert share == pytest.approx(length_ends_fraction(p), abs=1e-12)
+
+
+def test_length_ends_refuse_bad_k_p_and_sign():
+    a = torch.zeros(2, dtype=torch.long)
+    for k, p, sign in ((0, 31, 1), (16, 31, 1), (1, 2, 1), (1, 31, 2)):
+        with pytest.raises(ValueError):
+            at_length_ends(a, a, k, p, b_sign=sign)
+    with pytest.raises(ValueError, match="p must be"):
+        length_ends_fraction(2)

@@ -2,7 +2,8 @@
 
 Top to bottom as the grok happens: loss and accuracy with the detected phases, the
 paper's progress measures, Fourier spectra with a slider over checkpoints, neuron
-clusters, attention, the logits' 2D spectrum, clock vs pizza and softmax collapse.
+clusters, attention, the logits' 2D spectrum, clock vs pizza, logit margins and softmax
+collapse.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from grokscope.figures import (
 from grokscope.measures.common import sample_steps
 from grokscope.measures.fourier import fourier_basis
 from grokscope.measures.key_frequencies import explains
+from grokscope.measures.margin import length_ends_fraction, single_frequency_margin
 from grokscope.tasks.modular.measures import snapshot_count
 
 if TYPE_CHECKING:  # the pipeline imports the model (and transformer_lens); figures need neither
@@ -340,8 +342,61 @@ def clock_or_pizza(table) -> str:
     return f"GS {gs:.2f}, DI {di:.2f}: {kind} (pizza: GS > 0.5 and DI < 0.5; clock: the reverse)."
 
 
+def margin_figure(a: Analysis) -> Figure | None:
+    """Median relative logit margins (train, test) per checkpoint against the one-frequency
+    bound, with the largest logit frequency's share and where the wrong test pairs sit."""
+    t, p = a.table, a.run.config.task.p
+    if "test_margin" not in t or p < 3:
+        return None
+    bound = single_frequency_margin(p)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for name, col in (("train margin (median)", "train_margin"), ("test margin (median)", "test_margin")):
+        fig.add_trace(go.Scatter(x=t["step"], y=t[col], name=name), secondary_y=False)
+    span = [t["step"].min(), t["step"].max()]
+    fig.add_trace(go.Scatter(x=span, y=[bound, bound], mode="lines", line=dict(color="black", dash="dash", width=1),
+                             name=f"one-frequency bound {bound:.3g}"), secondary_y=False)
+    has_share = t["top_logit_share"].notna().any()
+    if has_share:
+        fig.add_trace(go.Scatter(x=t["step"], y=t["top_logit_share"], name="largest logit frequency's share",
+                                 line=dict(color="grey"), customdata=t["top_logit_freq"],
+                                 hovertemplate="step %{x}: k = %{customdata}, share %{y:.2f}<extra></extra>"),
+                      secondary_y=True)
+        if t["wrong_at_ends"].notna().any():
+            chance = length_ends_fraction(p)
+            fig.add_trace(go.Scatter(x=t["step"], y=t["wrong_at_ends"], name="wrong test pairs at the ends",
+                                     line=dict(color="firebrick", dash="dot")), secondary_y=True)
+            fig.add_trace(go.Scatter(x=span, y=[chance, chance], mode="lines", name=f"uniform errors {chance:.2f}",
+                                     line=dict(color="firebrick", dash="dash", width=1)), secondary_y=True)
+    # The first checkpoints' margins are far below zero; a range around the positive ones
+    # keeps the bound and the late curves readable (earlier points run off the bottom).
+    values = t[["train_margin", "test_margin"]].to_numpy(dtype=float)
+    top = max(float(np.nanmax(values)) if np.isfinite(values).any() else bound, bound) * 1.15
+    low = max(float(np.nanmin(values)) if np.isfinite(values).any() else 0.0, -top)
+    fig.update_yaxes(title="relative margin (logit spreads)", range=[min(low, 0.0), top], secondary_y=False)
+    fig.update_yaxes(title="fraction", range=[0, 1.02], tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1],
+                     showgrid=False, secondary_y=True)
+    fig.update_xaxes(title="step")
+    phase_shapes(fig, a.phases, log_x=False)
+    fig.update_layout(height=420, legend=dict(orientation="h", y=-0.25))
+    last = t.iloc[-1]
+    final = (f"Final checkpoint: test median {last['test_margin']:.3g}, {last['test_margin'] / bound:.1f}x the bound"
+             if last["test_margin"] == last["test_margin"] else "")
+    if has_share and last["top_logit_share"] == last["top_logit_share"]:
+        final += f"; k = {int(last['top_logit_freq'])} carries {last['top_logit_share']:.2f} of the logits' power"
+    return Figure("Logit margins: how close the answers are to flipping",
+                  "Median over each split of the right logit minus the best wrong one, in units of the logits' spread "
+                  f"over the {p} classes (negative: most pairs wrong; the axis stops at minus the largest value). Dashed: the most that logits made of one "
+                  "frequency pair allow, sqrt(2)(1 - cos(2 pi / p)); a model sitting near it answers with one "
+                  "frequency and small errors flip its answers. Right axis (a ± b only): the share of the logits' "
+                  "power in the largest frequency (hover for k), and the share of wrong test pairs where the "
+                  "length of a one-head sum of the two operands' frequency-k embeddings is at its largest or "
+                  "smallest (k(a ∓ b) within 1 of 0 or p/2), against what uniform errors would put there. "
+                  + final + (". " if final else "") + PHASE_LEGEND, fig)
+
+
 def mechanism_figures(a: Analysis) -> list[Figure]:
-    """Clock or pizza (Zhong et al.) and softmax collapse (Prieto et al.) over training."""
+    """Clock or pizza (Zhong et al.), logit margins and softmax collapse (Prieto et al.)
+    over training."""
     figs = []
     t = a.table
     fig = make_subplots(rows=1, cols=2, subplot_titles=("over training", "distance table (final)"))
@@ -357,6 +412,9 @@ def mechanism_figures(a: Analysis) -> list[Figure]:
     figs.append(Figure("Clock or pizza? (Zhong et al.)", "High gradient symmetricity and low distance irrelevance "
                  "point to a pizza; a clock has the reverse. The table holds the correct-class logit by "
                  f"(a+b, a−b). Final checkpoint: {clock_or_pizza(t)}", fig))
+    margins = margin_figure(a)
+    if margins is not None:
+        figs.append(margins)
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=t["step"], y=t["softmax_collapse"], name="softmax sum exactly 1"))

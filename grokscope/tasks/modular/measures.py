@@ -17,6 +17,10 @@ share that forward through `ctx.cached`. In table-column order:
 - `ClockPizza`: distance irrelevance and gradient symmetricity (Zhong et al.); the final
   distance table.
 - `SoftmaxCollapseMeasure`: exact float32 softmax saturation on the train split.
+- `MarginMeasure`: median relative logit margin of the train and test pairs (against the
+  one-frequency bound, `grokscope.measures.margin`), the largest logit frequency and its
+  share of the logits' power, and the share of wrong test pairs at the ends of that
+  frequency's one-head sum length (a ± b only).
 - `AttentionMeasure` (final only): attention from `=` over the (a, b) grid, its 2D
   spectrum, and the attention scores in the Fourier basis.
 - `ClockEmbedding`: every number token's embedding in the plane of each final key
@@ -47,6 +51,7 @@ from grokscope.measures.key_frequencies import (
     KeyFrequencySet,
     explaining_key_frequencies,
     key_frequencies_from_activations,
+    logit_frequency_share,
 )
 from grokscope.measures.base import CheckpointContext, FinalMeasured, Measure, Measured
 from grokscope.measures.metrics import WeightNormMeasure
@@ -58,6 +63,7 @@ from grokscope.measures.progress import (
     trig_fit,
 )
 from grokscope.measures.softmax_collapse import softmax_collapse
+from grokscope.measures.margin import at_length_ends, relative_margins
 from grokscope.fastpath import last_position_forward, supports_fast_path
 from grokscope.tasks.modular.on_task import B_SIGN
 
@@ -279,6 +285,47 @@ class SoftmaxCollapseMeasure(Measure):
         return Measured(scalars={"softmax_collapse": collapse.sum_is_one, "zero_loss_frac": collapse.zero_loss})
 
 
+class MarginMeasure(Measure):
+    """How close the answers are to flipping, and with how many frequencies (see
+    `grokscope.measures.margin`). Columns:
+
+    - train_margin, test_margin: median relative margin (right logit minus the best wrong
+      one, over the logits' spread across classes) of each split; negative when most pairs
+      are wrong. Compare with `single_frequency_margin(p)`: a model answering with one
+      frequency pair sits at that bound.
+    - top_logit_freq, top_logit_share: the frequency k with the largest share of the logits'
+      power along cos/sin(w_k(a ± b)), over the whole grid, and that share (a ± b only).
+    - wrong_at_ends: of the wrong test pairs, the share `at_length_ends` for top_logit_freq
+      (NaN when none is wrong; a ± b only); `length_ends_fraction(p)` is what uniform errors
+      would give.
+    """
+
+    name = "margins"
+
+    @torch.no_grad()
+    def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
+        task = ctx.task
+        logits, _ = answer_forward(ctx)
+        rel = relative_margins(logits[task.pair_index], task.labels)
+        row = {"train_margin": _median(rel[task.train_idx]), "test_margin": _median(rel[task.test_idx]),
+               "top_logit_freq": NAN, "top_logit_share": NAN, "wrong_at_ends": NAN}
+        b_sign = B_SIGN.get(task.op)
+        if b_sign is None or grid_labels(task) is None or task.p < 3:
+            return Measured(scalars=row)
+        share = logit_frequency_share(logits, task.p, b_sign=b_sign)
+        k = int(share.argmax()) + 1
+        row.update(top_logit_freq=k, top_logit_share=float(share[k - 1]))
+        wrong = task.test_idx[rel[task.test_idx] <= 0]
+        if len(wrong):
+            ends = at_length_ends(task.a[wrong], task.b[wrong], k, task.p, b_sign=b_sign)
+            row["wrong_at_ends"] = float(ends.double().mean())
+        return Measured(scalars=row)
+
+
+def _median(x: Tensor) -> float:
+    return float(x.median()) if len(x) else NAN
+
+
 class AttentionMeasure(Measure):
     """Final only: attention from `=` to a and b over the grid (2, head, p, p), its 2D
     Fourier spectrum, and each head's attention scores in the Fourier basis (head, p)."""
@@ -400,5 +447,5 @@ class FourierSnapshots(Measure):
 def modular_measures() -> list[Measure]:
     """Fresh instances of every modular measure, in table-column order."""
     return [ModularLossAccuracy(), KeyFrequencyMeasure(), FourierSpectra(), WeightNormMeasure(), ProgressMeasures(),
-            ClockPizza(), SoftmaxCollapseMeasure(), AttentionMeasure(), ClockEmbedding(), FourierSnapshots(),
+            ClockPizza(), SoftmaxCollapseMeasure(), MarginMeasure(), AttentionMeasure(), ClockEmbedding(), FourierSnapshots(),
             EssentialDynamics()]

@@ -14,8 +14,10 @@ from grokscope.tasks.modular.figures import (
     basis_ticks,
     fourier_slider_figures,
     fourier_snapshot_frames,
+    margin_figure,
     progress_figures,
 )
+from grokscope.measures.margin import length_ends_fraction, single_frequency_margin
 from grokscope.tasks.modular.measures import fourier_2d_table, snapshot_count
 from tests.tasks.modular.test_measures import planted_inputs
 
@@ -95,3 +97,26 @@ def test_the_per_checkpoint_frequency_count_is_labelled_as_the_neuron_rule():
     assert not any("# key frequencies" == name for name in traces)
     assert "neuron rule alone" in sparsity.caption and "n_neuron_freqs" in sparsity.caption
     assert sparsity.figure.layout.yaxis2.title.text == "# frequencies (neuron rule)"
+
+
+def test_margin_figure_draws_the_bound_the_share_and_the_uniform_error_line():
+    steps = [0, 100, 200, 300]
+    cols = dict(train_margin=[-2.5, 0.02, 0.1, 0.3], test_margin=[-2.4, -0.1, 0.05, 0.28],
+                top_logit_freq=[5, 2, 2, 2], top_logit_share=[0.01, 0.6, 0.8, 0.9],
+                wrong_at_ends=[0.2, 0.5, 0.4, float("nan")])
+    fig = margin_figure(fake_analysis(31, steps, None, columns=cols))
+    traces = {t.name: t for t in fig.figure.data}
+    bound = single_frequency_margin(31)
+    assert list(traces[f"one-frequency bound {bound:.3g}"].y) == [bound, bound]
+    assert list(traces[f"uniform errors {length_ends_fraction(31):.2f}"].y) == [7 / 31] * 2
+    assert list(traces["largest logit frequency's share"].customdata) == [5, 2, 2, 2]
+    low, high = fig.figure.layout.yaxis.range
+    assert high > 0.3 and -high <= low < 0  # the early -2.5 runs off the bottom; the late curves stay readable
+    assert "k = 2 carries 0.90" in fig.caption and f"{0.28 / bound:.1f}x the bound" in fig.caption
+    # an analysis made before the measure existed has no margin columns: no figure
+    assert margin_figure(fake_analysis(31, steps, None, columns={"train_acc": [0, 1, 1, 1]})) is None
+    # mul: margins only, no Fourier traces
+    mul = {**cols, "top_logit_freq": [float("nan")] * 4, "top_logit_share": [float("nan")] * 4,
+           "wrong_at_ends": [float("nan")] * 4}
+    names = {t.name for t in margin_figure(fake_analysis(31, steps, None, columns=mul)).figure.data}
+    assert names == {"train margin (median)", "test margin (median)", f"one-frequency bound {bound:.3g}"}

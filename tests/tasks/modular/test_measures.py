@@ -1,5 +1,5 @@
 """grokscope.tasks.modular.measures: planted spectra for the per-checkpoint 2D Fourier
-snapshots, and which checkpoints they are stored for."""
+snapshots, and which checkpoints they are stored for; planted margins and error positions."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import pytest
+
+from grokscope.config import TaskConfig
+from grokscope.measures.base import CheckpointContext
 from grokscope.measures.common import sample_steps
 from grokscope.measures.fourier import fourier_basis
+from grokscope.measures.margin import at_length_ends, single_frequency_margin
 from grokscope.pipeline import analyze
+from grokscope.tasks.modular.data import ModularTask
 from grokscope.tasks.modular.measures import (
     FourierSnapshots,
+    MarginMeasure,
     ModularLossAccuracy,
     fourier_2d_table,
     snapshot_count,
@@ -90,3 +97,38 @@ def test_snapshots_are_stored_for_evenly_spread_checkpoints_only(tmp_path):
                                                                              .to_numpy()).sum())
 
     assert key_share(3000) > 0.9 > 0.2 > key_share(0)
+
+
+def margin_row(op: str, logits: torch.Tensor, task: ModularTask) -> dict:
+    """MarginMeasure's columns for grid logits planted in the per-checkpoint cache."""
+    ctx = CheckpointContext(run=None, task=task, model=None)
+    ctx.at_step(0)
+    ctx.cached("answer_forward", lambda: (logits.float(), None))
+    return MarginMeasure().at_checkpoint(ctx).scalars
+
+
+@pytest.mark.parametrize("op,b_sign", [("add", 1), ("sub", -1)])
+@pytest.mark.parametrize("errors_at_ends", [True, False])
+def test_margin_measure_recovers_the_planted_frequency_and_where_the_errors_sit(op, b_sign, errors_at_ends):
+    p, k = 31, 7
+    task = ModularTask(TaskConfig(op=op, p=p, train_frac=0.5, split_seed=3))
+    a, b, c = task.a.double(), task.b.double(), torch.arange(p, dtype=torch.float64)
+    logits = torch.cos(2 * math.pi * k * ((a + b_sign * b)[:, None] - c[None, :]) / p)  # one pure frequency
+    test = task.test_idx
+    ends = at_length_ends(task.a[test], task.b[test], k, p, b_sign=b_sign)
+    pick = test[ends if errors_at_ends else ~ends][:20]
+    logits[pick, task.labels[pick]] -= 0.5  # 20 planted errors, all at the ends or none there
+    row = margin_row(op, logits, task)
+    assert row["top_logit_freq"] == k and row["top_logit_share"] > 0.9
+    assert row["wrong_at_ends"] == (1.0 if errors_at_ends else 0.0)
+    assert row["train_margin"] == pytest.approx(single_frequency_margin(p), rel=1e-5)  # errors are in test only
+    assert row["test_margin"] == pytest.approx(single_frequency_margin(p), rel=1e-5)  # 20 of 480 move the median not
+
+
+def test_margin_measure_leaves_the_fourier_columns_empty_for_mul():
+    p = 13
+    task = ModularTask(TaskConfig(op="mul", p=p, train_frac=0.5, split_seed=1))
+    logits = torch.nn.functional.one_hot(task.labels, p).double() * 3.0  # right everywhere
+    row = margin_row("mul", logits, task)
+    assert row["test_margin"] > 0 and row["train_margin"] > 0
+    assert all(math.isnan(row[c]) for c in ("top_logit_freq", "top_logit_share", "wrong_at_ends"))
