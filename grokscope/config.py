@@ -284,7 +284,8 @@ def _grok_d7() -> RunConfig:
     # apart. 50% train delays generalisation (60% generalises without grokking); the cosine
     # schedule needs 20,000 epochs (at 10,000 the slow seeds are still climbing). Measured:
     # 4 of 5 screening seeds grok, 15 of 30 held-out ones (analyses/results/grok_d7_heldout,
-    # grok_d7_wd_raise_heldout, grok_d7_levers_heldout);
+    # grok_d7_wd_raise_heldout, grok_d7_levers_heldout); untuned for the other ops, held out:
+    # mul 4/10, sub 2/10, div 0/10 (grok_d7_heldout, grok_d7_ops_heldout2);
     # seed 0 groks (checkpoints/grok-d7).
     return RunConfig(
         task=TaskConfig(task="modular", op="add", p=31, train_frac=0.5, split_seed=598),
@@ -335,7 +336,7 @@ PRESET_DESCRIPTIONS = {
     "nanda": "Nanda et al. (2023) mainline: a + b mod 113, 30% train, d_model 128; groks near epoch 8,600",
     "menon-d7": "a + b mod 97 at d_model 7 as a blog post proposed; train accuracy <= 0.27 through 100k epochs in 3 seeds (kept to show it)",
     "modular-d7": "a + b mod 97 at d_model 7, 50% train: learns train and test together (~97% test), no grok",
-    "grok-d7": "a + b mod 31 at d_model 7 (7 heads of width 1, d_mlp 112, tied, 50% train): groks in 4 of 5 screening seeds, 15 of 30 held out",
+    "grok-d7": "a + b mod 31 at d_model 7 (7 heads of width 1, d_mlp 112, tied, 50% train): groks in 4 of 5 screening seeds, 15 of 30 held out (--op mul 4/10, sub 2/10, div 0/10)",
     "mini-grok": "a + b mod 59, d_model 32: memorises by ~250 epochs, groks near 2,100 (the committed reference run)",
     "adder-777": "the 777-parameter 10-digit adder (1 layer, d_model 7, tied, no biases); a seed lottery, seed 8 won",
 }
