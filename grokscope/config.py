@@ -39,6 +39,7 @@ class TaskConfig:
     curriculum: str = "1-3:2000,1-6:5000,1-10:20000"
     n_ctx: int = 0  # addition: model context; 0 = 3 * n_digits + 5 (35, the 777 format)
     carry_boost: float = 0.0  # addition: fraction of training samples given a planted carry chain
+    copy_boost: float = 0.0  # addition: fraction of training samples with one operand set to zero
 
 
 @dataclass
@@ -362,6 +363,7 @@ FIELD_HELP: dict[str, str] = {
     "curriculum": "addition: 'lo-hi:steps,...' digit-count schedule",
     "n_ctx": "addition: model context, >= 3*n_digits+3 (0 = 3*n_digits+5)",
     "carry_boost": "addition: fraction of training samples given a planted carry chain, in [0, 1)",
+    "copy_boost": "addition: fraction of training samples whose a or b is zero (x + 0 = x), in [0, 1)",
     "n_layers": "transformer blocks",
     "d_model": "residual stream width",
     "n_heads": "attention heads (n_heads * d_head must equal d_model)",

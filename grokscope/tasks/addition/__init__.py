@@ -34,7 +34,7 @@ SPEC = register_task(TaskSpec(
     figures=addition_figures,
     summary=addition_summary,
     describe=describe_addition,
-    config_fields=("n_digits", "curriculum", "n_ctx", "carry_boost", "split_seed"),
+    config_fields=("n_digits", "curriculum", "n_ctx", "carry_boost", "copy_boost", "split_seed"),
     sweep_figures=seed_failure_figures,
 ))
 

@@ -11,7 +11,9 @@ Training batches are drawn fresh every step, on the training device, for all K m
 one call: each sample draws its digit count k uniformly from the current curriculum
 stage's lo..hi and both operands uniformly from [0, 10^k) (k independent uniform digits,
 the higher ones zeroed); with ``carry_boost`` > 0 that fraction of the samples then gets a
-carry chain planted inside its k digits (`plant_carry_chains`), from a second hash stream. The random numbers are a counter-based hash of (data seed, step,
+carry chain planted inside its k digits (`plant_carry_chains`), from a second hash stream,
+and with ``copy_boost`` > 0 that fraction gets a or b set to zero (`zero_one_operand`, a
+third stream), so every answer digit there is a copy of one operand digit. The random numbers are a counter-based hash of (data seed, step,
 position in the batch) (`counter_uniform`), so model k's stream does not depend on K or
 on the device, and a resumed run draws exactly the batches an uninterrupted one would
 with no generator state to save.
@@ -153,11 +155,13 @@ def counter_uniform(seeds: Int[Tensor, "K"], step: int, shape: tuple[int, ...],
 
 
 def sample_operand_digits_counter(
-    seeds: Int[Tensor, "K"], step: int, batch: int, lo: int, hi: int, n_digits: int, carry_boost: float = 0.0
+    seeds: Int[Tensor, "K"], step: int, batch: int, lo: int, hi: int, n_digits: int, carry_boost: float = 0.0,
+    copy_boost: float = 0.0,
 ) -> tuple[Int[Tensor, "K b n"], Int[Tensor, "K b n"]]:
     """`sample_operand_digits` for K models from `counter_uniform` numbers (on seeds' device);
     with ``carry_boost`` > 0 that fraction of the samples carries a planted chain
-    (`plant_carry_chains`)."""
+    (`plant_carry_chains`), then with ``copy_boost`` > 0 that fraction has one operand zeroed
+    (`zero_one_operand`, drawn independently of the chains)."""
     r = counter_uniform(seeds, step, (batch, 2 * n_digits + 1))
     k = lo + r[..., 0] % (hi - lo + 1)  # (K, batch) digit counts
     d = (r[..., 1:] % 10).view(*r.shape[:2], 2, n_digits)
@@ -167,10 +171,29 @@ def sample_operand_digits_counter(
     if carry_boost > 0:
         a, b = plant_carry_chains(a, b, k, counter_uniform(seeds, step, (batch, n_digits + 3), stream=CARRY_STREAM),
                                   carry_boost)
+    if copy_boost > 0:
+        a, b = zero_one_operand(a, b, counter_uniform(seeds, step, (batch, 2), stream=COPY_STREAM), copy_boost)
     return a, b
 
 
 CARRY_STREAM = 1  # `counter_uniform` stream of the carry-chain draws
+COPY_STREAM = 2  # `counter_uniform` stream of the zeroed-operand draws
+
+
+def zero_one_operand(a: Int[Tensor, "K b n"], b: Int[Tensor, "K b n"], r: Int[Tensor, "K b 2"],
+                     fraction: float) -> tuple[Int[Tensor, "K b n"], Int[Tensor, "K b n"]]:
+    """Set a or b (half each) to zero in a random `fraction` of the samples.
+
+    Why: answer digit i is (a_i + b_i + carry) mod 10, which a_i alone says nothing about
+    when b_i is uniform, so an attention row that has found only one of its two operand
+    digits gets no gradient for it. In ``x + 0`` every answer digit copies one operand
+    digit, which rewards finding each of the two separately. ``r`` (K, b, 2) holds uniform
+    32-bit draws: r[..., 0] chooses the sample, the parity of r[..., 1] which operand.
+    """
+    chosen = r[..., 0].double() < fraction * 2.0**32
+    zero_a = (chosen & (r[..., 1] % 2 == 0))[..., None]
+    zero_b = (chosen & (r[..., 1] % 2 == 1))[..., None]
+    return a.masked_fill(zero_a, 0), b.masked_fill(zero_b, 0)
 
 # Digit pairs by column sum: a carry is generated where a_i + b_i >= 10 (45 pairs) and passed
 # on where a_i + b_i = 9 (10 pairs).
@@ -244,7 +267,7 @@ class AdditionTask:
         return cls(cfg, split, batch_size)
 
     def __init__(self, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0):
-        check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum, cfg.carry_boost)
+        check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum, cfg.carry_boost, cfg.copy_boost)
         self.cfg = cfg
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.n_digits = n = cfg.n_digits
@@ -299,11 +322,12 @@ class AdditionTask:
 
     def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
         """Fresh batches for K models at the curriculum stage of `step`, drawn on `device`
-        from `counter_uniform` (a `carry_boost` fraction with planted carry chains): tokens
+        from `counter_uniform` (a `carry_boost` fraction with planted carry chains, a
+        `copy_boost` fraction with one operand zero): tokens
         (K, batch, 3n + 3), labels (K, batch, n + 2)."""
         lo, hi = self.stage_at(step)
         a, b = sample_operand_digits_counter(seeds.to(device), step, self.batch_size, lo, hi, self.n_digits,
-                                             self.cfg.carry_boost)
+                                             self.cfg.carry_boost, self.cfg.copy_boost)
         return model_inputs_from_digits(a, b)
 
     def eval_labels(self, split: str, device) -> Tensor:

@@ -89,10 +89,13 @@ def parse_curriculum(spec: str, n_digits: int) -> list[tuple[int, int, int]]:
     return stages
 
 
-def check_addition_config(n_digits: int, n_ctx: int, curriculum: str, carry_boost: float = 0.0) -> None:
+def check_addition_config(n_digits: int, n_ctx: int, curriculum: str, carry_boost: float = 0.0,
+                          copy_boost: float = 0.0) -> None:
     """Raise a one-line ConfigError if the addition task's settings cannot work."""
     if not 0.0 <= carry_boost < 1.0:
         raise ConfigError(f"carry_boost must be in [0, 1), got {carry_boost}")
+    if not 0.0 <= copy_boost < 1.0:
+        raise ConfigError(f"copy_boost must be in [0, 1), got {copy_boost}")
     if n_digits < 1:
         raise ConfigError(f"n_digits must be >= 1, got {n_digits}")
     if n_digits > MAX_DIGITS:
@@ -110,13 +113,14 @@ def check_addition_config(n_digits: int, n_ctx: int, curriculum: str, carry_boos
 
 def validate_addition_config(cfg: TaskConfig) -> None:
     """Raise a one-line ConfigError if an addition TaskConfig cannot work."""
-    check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum, cfg.carry_boost)
+    check_addition_config(cfg.n_digits, cfg.n_ctx, cfg.curriculum, cfg.carry_boost, cfg.copy_boost)
 
 
 def describe_addition(cfg: TaskConfig) -> str:
     """One line naming the task, e.g. '10-digit addition, curriculum 1-3:2000,...'."""
     boost = f", carry chains planted in {cfg.carry_boost:.0%} of training samples" if cfg.carry_boost else ""
-    return f"{cfg.n_digits}-digit addition, curriculum {cfg.curriculum}{boost}"
+    copy = f", one operand zero in {cfg.copy_boost:.0%} of training samples" if cfg.copy_boost else ""
+    return f"{cfg.n_digits}-digit addition, curriculum {cfg.curriculum}{boost}{copy}"
 
 
 # --- plain-Python encoding (tests, verification, docs) ----------------------------------

@@ -14,6 +14,7 @@ from grokscope.tasks.addition.format import (
     carry_chain_length,
     check_addition_config,
     decode_answer,
+    describe_addition,
     encode,
     parse_curriculum,
 )
@@ -104,6 +105,7 @@ def test_curriculum_parsing_and_stages():
     (dict(curriculum="three:5"), "bad curriculum stage"),
     (dict(carry_boost=1.0), "carry_boost must be in"),
     (dict(carry_boost=-0.1), "carry_boost must be in"),
+    (dict(copy_boost=1.0), "copy_boost must be in"),
 ])
 def test_bad_addition_config_is_one_line_error(over, match):
     with pytest.raises(ConfigError, match=match) as e:
@@ -181,6 +183,32 @@ def test_carry_boost_plants_chains_in_that_fraction_and_leaves_the_rest_alone():
     # independent of K, like the plain stream
     one = boosted.train_data(10_000, torch.tensor([7]), "cpu")[0]
     assert torch.equal(one[0], t1[1])
+
+
+def test_copy_boost_zeroes_one_operand_in_that_fraction_and_leaves_the_rest_alone():
+    plain = AdditionTask(TaskConfig(task="addition", carry_boost=0.5))
+    copied = AdditionTask(TaskConfig(task="addition", carry_boost=0.5, copy_boost=0.3))
+    plain.batch_size = copied.batch_size = 4_000
+    seeds = torch.tensor([3, 7])
+    place = 10 ** torch.arange(9, -1, -1)
+    t0, _ = plain.train_data(10_000, seeds, "cpu")
+    t1, l1 = copied.train_data(10_000, seeds, "cpu")
+    changed = (t0 != t1).any(-1)
+    assert 0.27 < float(changed.double().mean()) < 0.31  # zeroed samples (a zero operand by chance stays)
+    assert torch.equal(t0[~changed], t1[~changed])  # the others are the carry-boosted draws, bit for bit
+    for k in range(2):
+        a, b = t1[k, :, :10] @ place, t1[k, :, 11:21] @ place
+        a0, b0 = t0[k, :, :10] @ place, t0[k, :, 11:21] @ place
+        ch = changed[k]
+        zero_a, zero_b = ch & (a == 0) & (b != 0), ch & (b == 0) & (a != 0)  # (both zero: a drawn 0 by chance)
+        assert bool(((a == 0) | (b == 0))[ch].all())  # every changed sample has a zero operand ...
+        assert torch.equal(b[zero_a], b0[zero_a]) and torch.equal(a[zero_b], a0[zero_b])  # ... and keeps the other
+        assert 0.4 < float(zero_a[ch].double().mean()) < 0.6  # a and b about equally often
+        for r in range(0, 4_000, 97):
+            assert decode_answer(l1[k, r].tolist(), 10) == int(a[r] + b[r])
+    one = copied.train_data(10_000, torch.tensor([7]), "cpu")[0]  # independent of K
+    assert torch.equal(one[0], t1[1])
+    assert "one operand zero in 30%" in describe_addition(copied.cfg)
 
 
 def test_counter_uniform_digits_are_uniform_and_independent():
