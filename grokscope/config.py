@@ -80,6 +80,9 @@ class TrainConfig:
     grokfast_lambda: float = 2.0
     grokfast_window: int = 100
     orthograd: bool = False
+    # weight of `losses.position_roughness` over the answer positions (0 = off): pulls the
+    # query position at `=` onto the line of the answer positions after it
+    pos_smooth: float = 0.0
     log_every: int = 10
     n_checkpoints: int = 250
     n_log_checkpoints: int = 50
@@ -179,6 +182,10 @@ class RunConfig:
             raise ConfigError(f"lr must be > 0, got {tr.lr}")
         if tr.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {tr.weight_decay}")
+        if tr.pos_smooth < 0:
+            raise ConfigError(f"pos_smooth must be >= 0, got {tr.pos_smooth}")
+        if tr.pos_smooth > 0 and self.task.task == "modular":
+            raise ConfigError("pos_smooth needs a task with several answer positions (addition); modular tasks answer at one")
         if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
             raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
         if tr.loss not in LOSSES:
@@ -392,6 +399,7 @@ FIELD_HELP: dict[str, str] = {
     "grokfast_lambda": "Grokfast amplification",
     "grokfast_window": "Grokfast MA window",
     "orthograd": "⊥Grad: remove the gradient component along the weights",
+    "pos_smooth": "penalty weight on the learned positions' squared second differences over the answer positions (0 = off)",
     "log_every": "log metrics every N steps (and at every checkpoint)",
     "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
     "n_log_checkpoints": "how many of them are log-spaced early",

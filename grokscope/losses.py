@@ -47,6 +47,15 @@ def per_model_loss(name: str, logits: Float[Tensor, "K batch n_ans vocab"],
     return -logp.gather(-1, labels[..., None]).squeeze(-1).mean(-1)
 
 
+def position_roughness(W_pos: Float[Tensor, "K n_ctx d_model"], start: int, stop: int) -> Float[Tensor, "K"]:
+    """Each model's sum over t in (start, stop - 1) of ||P[t-1] - 2 P[t] + P[t+1]||^2: the
+    squared second differences of the learned positional embeddings P on positions
+    start..stop-1, in the residual basis. Zero when those positions lie evenly on a line."""
+    p = W_pos[:, start:stop].to(torch.float64)
+    second = p[:, :-2] - 2 * p[:, 1:-1] + p[:, 2:]
+    return second.pow(2).sum((1, 2))
+
+
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
     """Fraction of rows whose argmax logit equals the label."""
     return (logits.argmax(dim=-1) == labels).double().mean().item()

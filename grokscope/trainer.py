@@ -42,7 +42,7 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import per_model_loss
+from grokscope.losses import per_model_loss, position_roughness
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
 
@@ -201,7 +201,11 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
     gradients (`zero_grad=False`): the graph's backward overwrites them on every replay."""
     logits = batched.logits_at(arch, weights, tokens, first, tcfg.fast_path)
     losses = per_model_loss(tcfg.loss, logits, labels)
-    losses.sum().backward()  # the models share no weights: each gets its own gradient
+    objective = losses
+    if tcfg.pos_smooth > 0:  # the answer positions' embeddings, kept near a line (`=` included)
+        stop = first + labels.shape[-1]
+        objective = losses + tcfg.pos_smooth * position_roughness(weights["pos_embed.W_pos"], first, stop)
+    objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)
     if grad_filter is not None:  # Grokfast: amplify the slow gradient component

@@ -69,3 +69,49 @@ def test_d7_margin_script_reads_the_committed_d7_run(tmp_path):
     assert row[0] == "grok-d7" and row[1] == "1.0000" and row[2:4] == ["2:", "0.92,"]  # test acc, top frequency
     bad = subprocess.run([sys.executable, str(ANALYSES / "d7_margin.py"), str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode != 0 and "no run folders" in bad.stderr
+
+
+def test_adder_d0_rescue_script_edits_only_the_variants_it_names(tmp_path):
+    cfg = grokscope.preset("adder-777").replace(n_digits=2, curriculum="1-2:8", epochs=8, batch_size=32, warmup_steps=1,
+                                                n_checkpoints=3, n_log_checkpoints=0, log_every=4)
+    for s in (0, 1):
+        grokscope.train(cfg.replace(seed=s), tmp_path / "sw" / f"seed={s}", progress=False)
+    step = grokscope.load_run(tmp_path / "sw" / "seed=0").steps[1]
+    out = tmp_path / "d0.csv"
+    script = [sys.executable, str(ANALYSES / "adder_d0_rescue.py"), str(tmp_path / "sw"), "--runs", "seed=0,seed=1",
+              "--step", str(step), "--steps", "3", "--threads", "1"]
+    r = subprocess.run(script + ["--variants", "control,extrap,redraw1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import csv
+    rows = list(csv.DictReader(open(out)))
+    assert [(x["variant"], x["run"], int(x["step"])) for x in rows] == [
+        (v, n, step + 3) for v in ("control", "extrap", "redraw1") for n in ("seed=0", "seed=1")]
+    assert all(0.0 <= float(x["test_digit0_acc"]) <= 1.0 for x in rows)
+    bad = subprocess.run(script + ["--variants", "nudge"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "unknown variant" in bad.stderr
+    missing = subprocess.run(script[:4] + ["seed=9"] + script[5:], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "not a run folder" in missing.stderr
+
+
+def test_adder_d0_rescue_edits_put_the_eq_query_on_the_answer_line():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("adder_d0_rescue", ANALYSES / "adder_d0_rescue.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fresh = {"pos_embed.W_pos": torch.randn(12, 7), "embed.W_E": torch.randn(14, 7)}
+    for variant in mod.VARIANTS:
+        state = {k: v.clone() for k, v in fresh.items()}
+        mod.edit(state, variant, 5, seed=3)
+        pos, emb = state["pos_embed.W_pos"], state["embed.W_E"]
+        keep = [i for i in range(12) if i != 5]
+        assert torch.equal(pos[keep], fresh["pos_embed.W_pos"][keep])  # only the `=` position moves
+        assert torch.equal(emb[:11], fresh["embed.W_E"][:11]) and torch.equal(emb[12:], fresh["embed.W_E"][12:])
+        if variant == "control":
+            assert torch.equal(pos, fresh["pos_embed.W_pos"]) and torch.equal(emb, fresh["embed.W_E"])
+        if variant.startswith("extrap"):
+            assert torch.allclose(pos[5], 2 * pos[6] - pos[7])
+        assert torch.equal(emb[11], emb[:10].mean(0)) == (variant == "extrapE")

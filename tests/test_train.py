@@ -316,3 +316,47 @@ def test_train_many_refuses_mixed_configs_and_shared_folders(tmp_path, tiny_conf
     with pytest.raises(ConfigError, match="different output folder"):
         trainer.train_many([tiny_config, tiny_config.replace(seed=2)], [tmp_path / "a", tmp_path / "a"])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
+
+
+def test_position_roughness_known_values():
+    line = torch.arange(6.0)[:, None] * torch.tensor([1.0, -2.0, 0.5])  # 6 positions on a line
+    w = torch.stack([line, line.clone()])
+    w[1, 3] += torch.tensor([0.0, 2.0, 0.0])  # one kink: three second differences of 2, -4, 2
+    from grokscope.losses import position_roughness
+    assert position_roughness(w, 0, 6).tolist() == pytest.approx([0.0, 4.0 + 16.0 + 4.0])
+    assert position_roughness(w, 4, 6).tolist() == [0.0, 0.0]  # fewer than three positions: nothing to bend
+    assert position_roughness(w, 0, 3).tolist() == pytest.approx([0.0, 0.0])  # the kink is outside 0..2
+
+
+def test_pos_smooth_adds_its_gradient_on_the_answer_positions_only():
+    """One step's W_pos gradient with pos_smooth differs from the plain one by exactly
+    pos_smooth * d(roughness)/dW_pos, and only on the answer positions (`=` onwards)."""
+    from grokscope import batched
+    from grokscope.losses import position_roughness
+    cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=16, grad_clip=0.0)
+    from grokscope.tasks import make_task
+    task = make_task(cfg.task)
+    arch = batched.Architecture.for_task(cfg.model, task)
+    tokens, labels = task.train_data(0, torch.tensor([5]), "cpu")
+    grads = {}
+    for lam in (0.0, 0.3):
+        w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
+        opt = torch.optim.SGD(list(w.values()), lr=0.0)
+        trainer.train_step(arch, w, opt, tokens, labels, task.answer_start,
+                           cfg.train.__class__(**{**cfg.train.__dict__, "pos_smooth": lam}), zero_grad=False)
+        grads[lam] = w["pos_embed.W_pos"].grad.clone()
+    p = batched.init_weights(arch, [0])["pos_embed.W_pos"].requires_grad_(True)
+    first, stop = task.answer_start, task.answer_start + labels.shape[-1]
+    (0.3 * position_roughness(p, first, stop).sum()).backward()
+    assert torch.allclose(grads[0.3] - grads[0.0], p.grad.float(), atol=1e-6)
+    outside = torch.ones(p.shape[1], dtype=torch.bool)
+    outside[first:stop] = False
+    assert torch.equal(grads[0.3][:, outside], grads[0.0][:, outside])
+    assert float(p.grad[:, first:stop].abs().max()) > 0.01
+
+
+def test_pos_smooth_refusals(tiny_config):
+    with pytest.raises(ConfigError, match="pos_smooth must be >= 0"):
+        grokscope.preset("adder-777").replace(pos_smooth=-1.0).validate()
+    with pytest.raises(ConfigError, match="pos_smooth needs a task with several answer positions"):
+        tiny_config.replace(pos_smooth=0.01).validate()
