@@ -80,8 +80,9 @@ class TrainConfig:
     grokfast_lambda: float = 2.0
     grokfast_window: int = 100
     orthograd: bool = False
-    # weight of `losses.position_roughness` over the answer positions (0 = off): pulls the
-    # query position at `=` onto the line of the answer positions after it
+    # weight of `losses.position_roughness` over the answer positions, `=` first (0 = off):
+    # keeps them near a line, which pulls the `=` query next to its neighbours (and, at the
+    # adder's measured weights, also bends the middle places: README, the 777 adder)
     pos_smooth: float = 0.0
     log_every: int = 10
     n_checkpoints: int = 250

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import signal
@@ -14,12 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 import grokscope
-from grokscope import trainer
+from grokscope import batched, trainer
 from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
+from grokscope.losses import position_roughness
 from grokscope.run import max_abs_weight_difference
+from grokscope.tasks import make_task
 from grokscope.trainer import lr_at, weight_decay_at
 
 
@@ -322,7 +325,6 @@ def test_position_roughness_known_values():
     line = torch.arange(6.0)[:, None] * torch.tensor([1.0, -2.0, 0.5])  # 6 positions on a line
     w = torch.stack([line, line.clone()])
     w[1, 3] += torch.tensor([0.0, 2.0, 0.0])  # one kink: three second differences of 2, -4, 2
-    from grokscope.losses import position_roughness
     assert position_roughness(w, 0, 6).tolist() == pytest.approx([0.0, 4.0 + 16.0 + 4.0])
     assert position_roughness(w, 4, 6).tolist() == [0.0, 0.0]  # fewer than three positions: nothing to bend
     assert position_roughness(w, 0, 3).tolist() == pytest.approx([0.0, 0.0])  # the kink is outside 0..2
@@ -331,10 +333,7 @@ def test_position_roughness_known_values():
 def test_pos_smooth_adds_its_gradient_on_the_answer_positions_only():
     """One step's W_pos gradient with pos_smooth differs from the plain one by exactly
     pos_smooth * d(roughness)/dW_pos, and only on the answer positions (`=` onwards)."""
-    from grokscope import batched
-    from grokscope.losses import position_roughness
     cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=16, grad_clip=0.0)
-    from grokscope.tasks import make_task
     task = make_task(cfg.task)
     arch = batched.Architecture.for_task(cfg.model, task)
     tokens, labels = task.train_data(0, torch.tensor([5]), "cpu")
@@ -343,7 +342,7 @@ def test_pos_smooth_adds_its_gradient_on_the_answer_positions_only():
         w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
         opt = torch.optim.SGD(list(w.values()), lr=0.0)
         trainer.train_step(arch, w, opt, tokens, labels, task.answer_start,
-                           cfg.train.__class__(**{**cfg.train.__dict__, "pos_smooth": lam}), zero_grad=False)
+                           dataclasses.replace(cfg.train, pos_smooth=lam), zero_grad=False)
         grads[lam] = w["pos_embed.W_pos"].grad.clone()
     p = batched.init_weights(arch, [0])["pos_embed.W_pos"].requires_grad_(True)
     first, stop = task.answer_start, task.answer_start + labels.shape[-1]
