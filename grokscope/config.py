@@ -84,6 +84,9 @@ class TrainConfig:
     # keeps them near a line, which pulls the `=` query next to its neighbours (and, at the
     # adder's measured weights, also bends the middle places: README, the 777 adder)
     pos_smooth: float = 0.0
+    # weight of `losses.eq_line_distance` (0 = off): pulls only the `=` position onto the line
+    # through the next two answer positions, which stay free (the rescue's edit, as a loss)
+    eq_pull: float = 0.0
     log_every: int = 10
     n_checkpoints: int = 250
     n_log_checkpoints: int = 50
@@ -187,6 +190,10 @@ class RunConfig:
             raise ConfigError(f"pos_smooth must be >= 0, got {tr.pos_smooth}")
         if tr.pos_smooth > 0 and self.task.task == "modular":
             raise ConfigError("pos_smooth needs a task with several answer positions (addition); modular tasks answer at one")
+        if tr.eq_pull < 0:
+            raise ConfigError(f"eq_pull must be >= 0, got {tr.eq_pull}")
+        if tr.eq_pull > 0 and self.task.task == "modular":
+            raise ConfigError("eq_pull needs a task with several answer positions (addition); modular tasks answer at one")
         if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
             raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
         if tr.loss not in LOSSES:
@@ -401,6 +408,7 @@ FIELD_HELP: dict[str, str] = {
     "grokfast_window": "Grokfast MA window",
     "orthograd": "⊥Grad: remove the gradient component along the weights",
     "pos_smooth": "penalty weight on the learned positions' squared second differences over the answer positions (0 = off)",
+    "eq_pull": "penalty weight on the `=` position's distance from 2 P[=+1] - P[=+2], its neighbours' line (0 = off)",
     "log_every": "log metrics every N steps (and at every checkpoint)",
     "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
     "n_log_checkpoints": "how many of them are log-spaced early",

@@ -56,6 +56,16 @@ def position_roughness(W_pos: Float[Tensor, "K n_ctx d_model"], start: int, stop
     return second.pow(2).sum((1, 2))
 
 
+def eq_line_distance(W_pos: Float[Tensor, "K n_ctx d_model"], first: int) -> Float[Tensor, "K"]:
+    """Each model's ||P[first] - (2 P[first+1] - P[first+2])||^2 in the residual basis: how far
+    the learned position `first` (the `=` query) lies from the line through the next two
+    positions, extended back one step. The two neighbours are detached, so the gradient moves
+    P[first] alone."""
+    p = W_pos.to(torch.float64)
+    target = (2 * p[:, first + 1] - p[:, first + 2]).detach()
+    return (p[:, first] - target).pow(2).sum(-1)
+
+
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
     """Fraction of rows whose argmax logit equals the label."""
     return (logits.argmax(dim=-1) == labels).double().mean().item()

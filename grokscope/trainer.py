@@ -42,7 +42,7 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import per_model_loss, position_roughness
+from grokscope.losses import eq_line_distance, per_model_loss, position_roughness
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
 
@@ -205,6 +205,8 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
     if tcfg.pos_smooth > 0:  # the answer positions' embeddings, kept near a line (`=` included)
         stop = first + labels.shape[-1]
         objective = losses + tcfg.pos_smooth * position_roughness(weights["pos_embed.W_pos"], first, stop)
+    if tcfg.eq_pull > 0:  # the `=` query pulled onto its neighbours' line; they stay free
+        objective = objective + tcfg.eq_pull * eq_line_distance(weights["pos_embed.W_pos"], first)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)

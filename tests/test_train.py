@@ -20,7 +20,7 @@ from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
-from grokscope.losses import position_roughness
+from grokscope.losses import eq_line_distance, position_roughness
 from grokscope.run import max_abs_weight_difference
 from grokscope.tasks import make_task
 from grokscope.trainer import lr_at, weight_decay_at
@@ -359,3 +359,45 @@ def test_pos_smooth_refusals(tiny_config):
         grokscope.preset("adder-777").replace(pos_smooth=-1.0).validate()
     with pytest.raises(ConfigError, match="pos_smooth needs a task with several answer positions"):
         tiny_config.replace(pos_smooth=0.01).validate()
+
+
+def test_eq_line_distance_known_values():
+    """Zero when `=` lies on its neighbours' line; the squared distance from 2 P[t+1] - P[t+2] otherwise."""
+    line = torch.arange(5.0)[:, None] * torch.tensor([1.0, 3.0])
+    w = torch.stack([line, line.clone()])
+    w[1, 1] += torch.tensor([3.0, -4.0])  # `=` at position 1, moved 5 off the line
+    assert eq_line_distance(w, 1).tolist() == pytest.approx([0.0, 25.0])
+    w[0, 4] += 10.0  # a position beyond the two neighbours does not count
+    assert eq_line_distance(w, 1).tolist() == pytest.approx([0.0, 25.0])
+
+
+def test_eq_pull_moves_the_eq_position_alone():
+    """One step's W_pos gradient with eq_pull differs from the plain one by exactly
+    eq_pull * 2 (P[=] - (2 P[=+1] - P[=+2])) on the `=` row, and nowhere else."""
+    cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=16, grad_clip=0.0)
+    task = make_task(cfg.task)
+    arch = batched.Architecture.for_task(cfg.model, task)
+    tokens, labels = task.train_data(0, torch.tensor([5]), "cpu")
+    grads = {}
+    for lam in (0.0, 0.3):
+        w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
+        opt = torch.optim.SGD(list(w.values()), lr=0.0)
+        trainer.train_step(arch, w, opt, tokens, labels, task.answer_start,
+                           dataclasses.replace(cfg.train, eq_pull=lam), zero_grad=False)
+        grads[lam] = w["pos_embed.W_pos"].grad.clone()
+    p = batched.init_weights(arch, [0])["pos_embed.W_pos"]
+    t = task.answer_start
+    expected = 0.3 * 2 * (p[:, t] - (2 * p[:, t + 1] - p[:, t + 2]))
+    diff = grads[0.3] - grads[0.0]
+    assert torch.allclose(diff[:, t], expected, atol=1e-6)
+    others = torch.ones(p.shape[1], dtype=torch.bool)
+    others[t] = False
+    assert torch.equal(grads[0.3][:, others], grads[0.0][:, others])
+    assert float(expected.abs().max()) > 0.01
+
+
+def test_eq_pull_refusals(tiny_config):
+    with pytest.raises(ConfigError, match="eq_pull must be >= 0"):
+        grokscope.preset("adder-777").replace(eq_pull=-1.0).validate()
+    with pytest.raises(ConfigError, match="eq_pull needs a task with several answer positions"):
+        tiny_config.replace(eq_pull=0.01).validate()
