@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import grokscope
@@ -51,6 +52,28 @@ def test_adder_digits_script_reports_every_digit(tmp_path):
     bad = subprocess.run([sys.executable, str(ANALYSES / "adder_digits.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode != 0
+
+
+def test_adder_failure_kinds_script_names_every_unlearned_digit(tmp_path):
+    from grokscope.sweep import parse_spec
+
+    small = {"n_digits": 2, "curriculum": "1-2:6", "epochs": 6, "batch_size": 32, "warmup_steps": 1,
+             "n_checkpoints": 2, "log_every": 3}
+    tiny = parse_spec({"preset": "adder-777", "overrides": small, "grid": {"seed": [0, 1]}}, name="kinds")
+    grokscope.run_sweep(tiny, tmp_path / "sw", workers=1, progress=False)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tmp_path / "sw"),
+                        "--out", str(out), "--pairs", "50"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    digits = pd.read_csv(out / "digits.csv")
+    kinds = pd.read_csv(out / "kinds.csv")
+    assert len(digits) == 2 * 3 and set(digits["run"]) == {"seed=0", "seed=1"}  # 3 answer digits per run
+    # 6 steps learn nothing: every digit of both runs is unlearned and counted once
+    assert (digits["kind"] != "learned").all() and kinds["digits"].sum() == 6
+    assert set(kinds["runs_below_99"]) == {2}
+    bad = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "not a sweep" in bad.stderr
 
 
 @pytest.mark.parametrize("path", sorted(ANALYSES.glob("*.toml")), ids=lambda p: p.stem)

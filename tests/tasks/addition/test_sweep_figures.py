@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from grokscope.errors import GrokscopeError
 from grokscope.run import load_run
 from grokscope.sweep_report import task_sweep_figures
-from grokscope.tasks.addition.sweep_figures import digit_fates, seed_failure_figures
+from grokscope.tasks.addition.sweep_figures import FAILURE_KINDS, digit_fates, failure_kind, seed_failure_figures
 
 ROOT = Path(__file__).resolve().parents[3]
 ADDER = ROOT / "checkpoints" / "adder-777"
@@ -66,6 +66,38 @@ def test_a_planted_misaligned_query_is_found_at_its_digit(two_seeds):
     assert broken["acc"] < 0.3 and broken["mass_same"] < 0.3
     assert (fates["acc"].iloc[:BROKEN_DIGIT] == 1.0).all()  # the places below it never see the changed position
     assert fates["exact_match"].iloc[0] < 0.3
+    assert broken["kind"] == "elsewhere"  # its query now looks at the operand digits around position 5
+
+
+@pytest.mark.parametrize("acc, a, b, prev, above, kind", [
+    (1.00, 0.44, 0.44, 0.09, 0.01, "learned"),
+    (0.58, 0.48, 0.48, 0.01, 0.01, "no carry-in"),   # seed 110, d6: right unless a carry comes in
+    (0.78, 0.38, 0.39, 0.10, 0.02, "reads its inputs"),
+    (0.60, 0.40, 0.40, float("nan"), 0.00, "reads its inputs"),  # the units digit has no carry-in
+    (0.09, 0.49, 0.00, 0.24, 0.26, "one operand"),   # seed 500, d7
+    (0.11, 0.09, 0.09, 0.03, 0.47, "place above"),   # seed 314, d1
+    (0.10, 0.01, 0.01, 0.97, 0.00, "place below"),
+    (0.10, 0.00, 0.00, float("nan"), 0.00, "elsewhere"),  # a stuck units digit, its query at '='
+    (0.22, 0.19, 0.19, 0.14, 0.06, "diffuse"),
+    (0.50, float("nan"), float("nan"), float("nan"), float("nan"), "top carry"),
+])
+def test_failure_kind_known_cases(acc, a, b, prev, above, kind):
+    assert failure_kind(acc, a, b, prev, above, is_top=kind == "top carry") == kind
+    assert kind == "learned" or kind in FAILURE_KINDS
+
+
+def test_a_query_moved_one_place_up_is_named(tmp_path):
+    """Digit 3's query given digit 4's position reads a_4 and b_4: "place above"; the rest stay learned."""
+    run_dir = copy_last_checkpoint(ADDER, tmp_path / "seed=0")
+    run = load_run(run_dir)
+    path = run.checkpoint_path(run.steps[-1])
+    weights = load_file(path)
+    query = 2 * run.config.task.n_digits + 1 + BROKEN_DIGIT
+    weights["pos_embed.W_pos"][query] = weights["pos_embed.W_pos"][query + 1]
+    save_file(weights, path)
+    fates = digit_fates(run_dir, n_pairs=300)
+    assert fates["kind"].iloc[BROKEN_DIGIT] == "place above" and fates["mass_above"].iloc[BROKEN_DIGIT] > 0.8
+    assert set(fates["kind"].drop(BROKEN_DIGIT)) == {"learned"}
 
 
 def test_seed_failure_figures_name_the_failed_digit(two_seeds):
@@ -74,6 +106,7 @@ def test_seed_failure_figures_name_the_failed_digit(two_seeds):
     assert list(heat.figure.data[0].y) == ["seed=1", "seed=2"]  # best first
     assert "1 run(s) below 99% exact match" in heat.caption and f"d{BROKEN_DIGIT}: 1" in heat.caption
     assert "Where their query looks most:" in heat.caption
+    assert "elsewhere 1 (reads neither operand digit" in heat.caption  # the kind census of the unlearned digits
     fates = digit_fates(two_seeds / "seed=2")
     stuck = int(((fates["acc"] < 0.3) & fates["mass_same"].notna()).sum())  # d3, and d4, whose query sees d3's key
     assert stuck >= 1 and f"for the {stuck} digits at chance" in scatter.caption
