@@ -165,7 +165,7 @@ def seed_failure_figures(sweep_dir: Path, table: pd.DataFrame) -> list[Figure]:
                          range=[-0.02, 1.02])
     scatter.update_yaxes(title="answer digit accuracy", range=[-0.02, 1.05])
     scatter.update_layout(height=440, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
-    return [
+    figures = [
         Figure("Why seeds fail: every run's answer digits",
                f"Final teacher-forced accuracy of each answer digit on {N_PAIRS:,} of the run's test pairs, one row per "
                "run (best first). Hover: attention mass on the place's own operand digits and on the place below, and "
@@ -174,6 +174,41 @@ def seed_failure_figures(sweep_dir: Path, table: pd.DataFrame) -> list[Figure]:
                "Each point is one answer digit of one run (the top carry digit, which has no operand digits, is left "
                f"out). {_alignment_finding(every)}", scatter),
     ]
+    kinds = kinds_figure(every[~every.run.isin(ok)], n_answer)
+    return figures + ([kinds] if kinds is not None else [])
+
+
+KIND_COLOURS = {"no carry-in": "#636efa", "reads its inputs": "#19d3f3", "one operand": "#ffa15a",
+                "place above": "#ef553b", "place below": "#ab63fa", "elsewhere": "#7f7f7f",
+                "diffuse": "#b6e880", "top carry": "#fecb52"}
+
+
+def kinds_figure(failed: pd.DataFrame, n_answer: int) -> Figure | None:
+    """Stacked counts, per answer digit, of what the unlearned digits of the failed runs do
+    wrong (`failure_kind`); None when no failed run has an unlearned digit."""
+    unlearned = failed[failed["kind"] != "learned"]
+    if unlearned.empty:
+        return None
+    fig = go.Figure()
+    for kind, colour in KIND_COLOURS.items():
+        part = unlearned[unlearned["kind"] == kind]
+        if part.empty:
+            continue
+        counts = part["digit"].value_counts()
+        runs = part.groupby("digit")["run"].apply(lambda r: ", ".join(sorted(r)))
+        fig.add_trace(go.Bar(x=[f"d{i}" for i in counts.index], y=counts.to_numpy(), name=kind,
+                             marker_color=colour, text=[runs[i] for i in counts.index], textposition="none",
+                             hovertemplate=f"{kind}<br>%{{x}}: %{{y}} run(s)<br>%{{text}}<extra></extra>"))
+    fig.update_layout(barmode="stack", height=380, yaxis_title="digits below 0.9 accuracy",
+                      xaxis=dict(title="answer digit", categoryorder="array",
+                                 categoryarray=[f"d{i}" for i in range(n_answer)]),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
+    meaning = "; ".join(f"{k}: {v}" for k, v in FAILURE_KINDS.items() if k in set(unlearned["kind"]))
+    return Figure("Why seeds fail: what each unlearned digit's query does",
+                  f"Every answer digit below {LEARNED} accuracy in a run below 99% exact match, by what its query "
+                  f"attends to at the final checkpoint (`failure_kind`: an operand digit counts as read at >= "
+                  f"{FOUND} of the mass, missed below {MISSED}; the place below as unread under {NO_CARRY}; learned "
+                  f"digits put ~0.44 on each of a_i and b_i and ~0.09 on the place below). {meaning}.", fig)
 
 
 def _hover(row: pd.Series) -> str:

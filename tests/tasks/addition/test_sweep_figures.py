@@ -102,7 +102,7 @@ def test_a_query_moved_one_place_up_is_named(tmp_path):
 
 def test_seed_failure_figures_name_the_failed_digit(two_seeds):
     table = pd.DataFrame({"name": ["seed=1", "seed=2", "seed=3"], "status": ["done", "done", "failed"]})
-    heat, scatter = seed_failure_figures(two_seeds, table)
+    heat, scatter, kinds = seed_failure_figures(two_seeds, table)
     assert list(heat.figure.data[0].y) == ["seed=1", "seed=2"]  # best first
     assert "1 run(s) below 99% exact match" in heat.caption and f"d{BROKEN_DIGIT}: 1" in heat.caption
     assert "Where their query looks most:" in heat.caption
@@ -113,7 +113,11 @@ def test_seed_failure_figures_name_the_failed_digit(two_seeds):
     names = {t.name for t in scatter.figure.data}
     assert names == {"run >= 99% exact", "run < 99% exact"}
     # dispatched by the sweep report from the runs' task; a modular sweep gets none
-    assert len(task_sweep_figures(two_seeds, table)) == 2
+    # the kinds figure counts only the failed run's unlearned digits, stacked by kind
+    unlearned = fates[fates["kind"] != "learned"]
+    assert sum(sum(t.y) for t in kinds.figure.data) == len(unlearned)
+    assert {t.name for t in kinds.figure.data} == set(unlearned["kind"]) and "elsewhere" in kinds.caption
+    assert len(task_sweep_figures(two_seeds, table)) == 3
 
 
 def test_other_tasks_and_empty_sweeps_get_no_adder_figures(tmp_path):
