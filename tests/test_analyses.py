@@ -54,15 +54,22 @@ def test_adder_digits_script_reports_every_digit(tmp_path):
     assert bad.returncode != 0
 
 
-def test_adder_failure_kinds_script_names_every_unlearned_digit(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_adder_sweep(tmp_path_factory) -> Path:
+    """Two 2-digit adder seeds trained 6 steps: a finished sweep that learned nothing."""
     from grokscope.sweep import parse_spec
 
     small = {"n_digits": 2, "curriculum": "1-2:6", "epochs": 6, "batch_size": 32, "warmup_steps": 1,
              "n_checkpoints": 2, "log_every": 3}
     tiny = parse_spec({"preset": "adder-777", "overrides": small, "grid": {"seed": [0, 1]}}, name="kinds")
-    grokscope.run_sweep(tiny, tmp_path / "sw", workers=1, progress=False)
+    root = tmp_path_factory.mktemp("tiny") / "sw"
+    grokscope.run_sweep(tiny, root, workers=1, progress=False)
+    return root
+
+
+def test_adder_failure_kinds_script_names_every_unlearned_digit(tiny_adder_sweep, tmp_path):
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tmp_path / "sw"),
+    r = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tiny_adder_sweep),
                         "--out", str(out), "--pairs", "50"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     digits = pd.read_csv(out / "digits.csv")
@@ -74,6 +81,34 @@ def test_adder_failure_kinds_script_names_every_unlearned_digit(tmp_path):
     bad = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "not a sweep" in bad.stderr
+
+
+def test_relapses_counts_falls_from_the_threshold():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relapses", ANALYSES / "relapses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    metrics = pd.DataFrame({"step": [0, 100, 200, 300, 400, 500, 600],
+                            "test_acc": [0.1, 0.995, 0.5, 0.999, 0.98, 0.97, 1.0]})
+    got = module.relapses(metrics)
+    assert got == {"first_at_threshold": 100, "relapses": 2, "first_relapse": 200,
+                   "worst_after_first": 0.5, "final_test_acc": 1.0}
+    assert module.relapses(metrics, after=250)["relapses"] == 1  # only the fall at step 400
+    never = module.relapses(metrics.assign(test_acc=0.5))
+    assert never["first_at_threshold"] is None and never["relapses"] == 0
+
+
+def test_relapses_script_reads_every_finished_run(tiny_adder_sweep, tmp_path):
+    r = subprocess.run([sys.executable, str(ANALYSES / "relapses.py"), str(tiny_adder_sweep), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "relapses.csv")
+    assert list(table["run"]) == ["seed=0", "seed=1"] and table["first_at_threshold"].isna().all()
+    assert r.stdout.startswith("sw: 0/2 runs reach test acc >= 0.99")
+    bad = subprocess.run([sys.executable, str(ANALYSES / "relapses.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and bad.stderr.strip() == f"error: {tmp_path} is not a sweep directory"
 
 
 @pytest.mark.parametrize("path", sorted(ANALYSES.glob("*.toml")), ids=lambda p: p.stem)
