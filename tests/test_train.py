@@ -330,27 +330,35 @@ def test_position_roughness_known_values():
     assert position_roughness(w, 0, 3).tolist() == pytest.approx([0.0, 0.0])  # the kink is outside 0..2
 
 
-def test_pos_smooth_adds_its_gradient_on_the_answer_positions_only():
-    """One step's W_pos gradient with pos_smooth differs from the plain one by exactly
-    pos_smooth * d(roughness)/dW_pos, and only on the answer positions (`=` onwards)."""
+def adder_w_pos_grads(field: str, lam: float):
+    """A 3-digit adder-777's W_pos gradient after one train_step at initialisation, without
+    and with the position term `field` at weight `lam`; and the task, its labels and the
+    initial W_pos (detached)."""
     cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=16, grad_clip=0.0)
     task = make_task(cfg.task)
     arch = batched.Architecture.for_task(cfg.model, task)
     tokens, labels = task.train_data(0, torch.tensor([5]), "cpu")
-    grads = {}
-    for lam in (0.0, 0.3):
+    grads = []
+    for weight in (0.0, lam):
         w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
         opt = torch.optim.SGD(list(w.values()), lr=0.0)
         trainer.train_step(arch, w, opt, tokens, labels, task.answer_start,
-                           dataclasses.replace(cfg.train, pos_smooth=lam), zero_grad=False)
-        grads[lam] = w["pos_embed.W_pos"].grad.clone()
-    p = batched.init_weights(arch, [0])["pos_embed.W_pos"].requires_grad_(True)
+                           dataclasses.replace(cfg.train, **{field: weight}), zero_grad=False)
+        grads.append(w["pos_embed.W_pos"].grad.clone())
+    return grads[0], grads[1], task, labels, batched.init_weights(arch, [0])["pos_embed.W_pos"]
+
+
+def test_pos_smooth_adds_its_gradient_on_the_answer_positions_only():
+    """One step's W_pos gradient with pos_smooth differs from the plain one by exactly
+    pos_smooth * d(roughness)/dW_pos, and only on the answer positions (`=` onwards)."""
+    plain, with_term, task, labels, p = adder_w_pos_grads("pos_smooth", 0.3)
+    p = p.requires_grad_(True)
     first, stop = task.answer_start, task.answer_start + labels.shape[-1]
     (0.3 * position_roughness(p, first, stop).sum()).backward()
-    assert torch.allclose(grads[0.3] - grads[0.0], p.grad.float(), atol=1e-6)
+    assert torch.allclose(with_term - plain, p.grad.float(), atol=1e-6)
     outside = torch.ones(p.shape[1], dtype=torch.bool)
     outside[first:stop] = False
-    assert torch.equal(grads[0.3][:, outside], grads[0.0][:, outside])
+    assert torch.equal(with_term[:, outside], plain[:, outside])
     assert float(p.grad[:, first:stop].abs().max()) > 0.01
 
 
@@ -374,25 +382,14 @@ def test_eq_line_distance_known_values():
 def test_eq_pull_moves_the_eq_position_alone():
     """One step's W_pos gradient with eq_pull differs from the plain one by exactly
     eq_pull * 2 (P[=] - (2 P[=+1] - P[=+2])) on the `=` row, and nowhere else."""
-    cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=16, grad_clip=0.0)
-    task = make_task(cfg.task)
-    arch = batched.Architecture.for_task(cfg.model, task)
-    tokens, labels = task.train_data(0, torch.tensor([5]), "cpu")
-    grads = {}
-    for lam in (0.0, 0.3):
-        w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
-        opt = torch.optim.SGD(list(w.values()), lr=0.0)
-        trainer.train_step(arch, w, opt, tokens, labels, task.answer_start,
-                           dataclasses.replace(cfg.train, eq_pull=lam), zero_grad=False)
-        grads[lam] = w["pos_embed.W_pos"].grad.clone()
-    p = batched.init_weights(arch, [0])["pos_embed.W_pos"]
+    plain, with_term, task, _, p = adder_w_pos_grads("eq_pull", 0.3)
     t = task.answer_start
     expected = 0.3 * 2 * (p[:, t] - (2 * p[:, t + 1] - p[:, t + 2]))
-    diff = grads[0.3] - grads[0.0]
+    diff = with_term - plain
     assert torch.allclose(diff[:, t], expected, atol=1e-6)
     others = torch.ones(p.shape[1], dtype=torch.bool)
     others[t] = False
-    assert torch.equal(grads[0.3][:, others], grads[0.0][:, others])
+    assert torch.equal(with_term[:, others], plain[:, others])
     assert float(expected.abs().max()) > 0.01
 
 
