@@ -24,7 +24,7 @@ Measures, in table-column order:
   adder_carry_chain (chain, pairs, exact_match).
 - `AttentionAlignment`: align_same (mean over i of mass on a_i + b_i), align_prev (on
   a_{i-1} + b_{i-1}); table adder_alignment (digit, mass_a, mass_b, mass_a_prev,
-  mass_b_prev, top_key, top_mass); final mean attention (n + 2, 3n + 3).
+  mass_b_prev, mass_a_next, mass_b_next, top_key, top_mass); final mean attention (n + 2, 3n + 3).
 - `DigitEmbeddings`: embed_norm, pca_var_final_axes (share of this step's digit
   variance on the final checkpoint's two PCA axes); tables spectra (k, embed: the digit
   embeddings over Z_10) and adder_embed_pca (every token on the final PCA axes).
@@ -124,7 +124,8 @@ def attention_alignment(pattern: Float[Tensor, "b ans pos"], n_digits: int) -> d
 
     Returns ``mass_a``/``mass_b``: mass on a's and b's digit of the same place (positions
     n-1-i and 2n-i); ``mass_a_prev``/``mass_b_prev``: on the place below (i - 1; NaN for
-    i = 0). Averaged over the examples.
+    i = 0); ``mass_a_next``/``mass_b_next``: on the place above (i + 1; NaN for i = n - 1).
+    Averaged over the examples.
     """
     n = n_digits
     mean = pattern.double().mean(0)  # (n + 2, pos)
@@ -135,6 +136,8 @@ def attention_alignment(pattern: Float[Tensor, "b ans pos"], n_digits: int) -> d
         "mass_b": mean[i, 2 * n - i],
         "mass_a_prev": torch.cat([nan, mean[i[1:], n - i[1:]]]),
         "mass_b_prev": torch.cat([nan, mean[i[1:], 2 * n + 1 - i[1:]]]),
+        "mass_a_next": torch.cat([mean[i[:-1], n - 2 - i[:-1]], nan]),
+        "mass_b_next": torch.cat([mean[i[:-1], 2 * n - 1 - i[:-1]], nan]),
     }
 
 

@@ -117,7 +117,7 @@ def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
         hit = metrics.loc[metrics[column] >= LEARNED, "step"] if column in metrics else pd.Series([], dtype=int)
         mass_a, mass_b = (align[k][i].item() if i < n else math.nan for k in ("mass_a", "mass_b"))
         prev = (align["mass_a_prev"][i] + align["mass_b_prev"][i]).item() if 0 < i < n else math.nan
-        above = (mean_pattern[i, n - 2 - i] + mean_pattern[i, 2 * n - 1 - i]).item() if i < n - 1 else math.nan
+        above = (align["mass_a_next"][i] + align["mass_b_next"][i]).item() if i < n else math.nan
         top = int(mean_pattern[i].argmax())
         acc = right[:, i].double().mean().item()
         rows.append({"digit": i, "acc": acc, "mass_same": mass_a + mass_b, "mass_prev": prev,

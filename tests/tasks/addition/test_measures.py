@@ -64,6 +64,10 @@ def test_attention_alignment_reads_the_right_positions():
     out = attention_alignment(pattern, n)
     assert out["mass_a"].tolist() == [0.25] * n and out["mass_b"].tolist() == [0.5] * n
     assert math.isnan(out["mass_a_prev"][0]) and out["mass_b_prev"][1:].tolist() == [0.125] * (n - 1)
+    # the place above: a_{i+1} and b_{i+1} get nothing here; none exists for the top place
+    assert out["mass_a_next"][:-1].tolist() == [0.0] * (n - 1) and math.isnan(out["mass_b_next"][-1])
+    pattern[:, 1, n - 3] = 0.0625  # q_1 onto a_2
+    assert attention_alignment(pattern, n)["mass_a_next"][1].item() == 0.0625
 
 
 def test_digit_embedding_spectrum_finds_a_pure_frequency():
