@@ -202,11 +202,11 @@ def kinds_figure(failed: pd.DataFrame, n_answer: int) -> Figure | None:
         fig.add_trace(go.Bar(x=[f"d{i}" for i in counts.index], y=counts.to_numpy(), name=kind,
                              marker_color=colour, text=[runs[i] for i in counts.index], textposition="none",
                              hovertemplate=f"{kind}<br>%{{x}}: %{{y}} run(s)<br>%{{text}}<extra></extra>"))
-    fig.update_layout(barmode="stack", height=380, yaxis_title="digits below 0.9 accuracy",
+    fig.update_layout(barmode="stack", height=380, yaxis=dict(title="digits below 0.9 accuracy", dtick=1),
                       xaxis=dict(title="answer digit", categoryorder="array",
                                  categoryarray=[f"d{i}" for i in range(n_answer)]),
                       legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
-    meaning = "; ".join(f"{k}: {v}" for k, v in FAILURE_KINDS.items() if k in set(unlearned["kind"]))
+    meaning = "; ".join(f"'{k}': {v}" for k, v in FAILURE_KINDS.items() if k in set(unlearned["kind"]))
     return Figure("Why seeds fail: what each unlearned digit's query does",
                   f"Every answer digit below {LEARNED} accuracy in a run below 99% exact match, by what its query "
                   f"attends to at the final checkpoint (`failure_kind`: an operand digit counts as read at >= "
