@@ -129,47 +129,70 @@ def test_d7_margin_script_reads_the_committed_d7_run(tmp_path):
     assert bad.returncode != 0 and "no run folders" in bad.stderr
 
 
-def test_adder_d0_rescue_script_edits_only_the_variants_it_names(tmp_path):
+def test_adder_rescue_script_edits_only_the_variants_it_names(tmp_path):
     cfg = grokscope.preset("adder-777").replace(n_digits=2, curriculum="1-2:8", epochs=8, batch_size=32, warmup_steps=1,
                                                 n_checkpoints=3, n_log_checkpoints=0, log_every=4)
     for s in (0, 1):
         grokscope.train(cfg.replace(seed=s), tmp_path / "sw" / f"seed={s}", progress=False)
     step = grokscope.load_run(tmp_path / "sw" / "seed=0").steps[1]
     out = tmp_path / "d0.csv"
-    script = [sys.executable, str(ANALYSES / "adder_d0_rescue.py"), str(tmp_path / "sw"), "--runs", "seed=0,seed=1",
+    script = [sys.executable, str(ANALYSES / "adder_rescue.py"), str(tmp_path / "sw"), "--runs", "seed=0,seed=1",
               "--step", str(step), "--steps", "3", "--threads", "1"]
     r = subprocess.run(script + ["--variants", "control,extrap,redraw1", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     import csv
     rows = list(csv.DictReader(open(out)))
-    assert [(x["variant"], x["run"], int(x["step"])) for x in rows] == [
-        (v, n, step + 3) for v in ("control", "extrap", "redraw1") for n in ("seed=0", "seed=1")]
-    assert all(0.0 <= float(x["test_digit0_acc"]) <= 1.0 for x in rows)
-    bad = subprocess.run(script + ["--variants", "nudge"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "unknown variant" in bad.stderr
+    assert [(x["variant"], x["run"], int(x["step"]), x["digit"]) for x in rows] == [
+        (v, n, step + 3, "0") for v in ("control", "extrap", "redraw1") for n in ("seed=0", "seed=1")]
+    assert all(0.0 <= float(x["digit_acc"]) <= 1.0 for x in rows)
+    # --digits stuck edits each run's digits below 0.5 at the start: an 8-step model has some
+    stuck = subprocess.run(script + ["--digits", "stuck", "--variants", "interp", "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert stuck.returncode == 0, stuck.stderr[-2000:]
+    edited = {(x["run"], x["digit"]) for x in csv.DictReader(open(out))}
+    named = {(ln.split(":")[0], d.strip().lstrip("d")) for ln in stuck.stdout.splitlines() if ": edits " in ln
+             for d in ln.split(": edits ")[1].split(",")}
+    assert edited and edited == named
+    for args, msg in ((["--variants", "nudge"], "unknown variant"), (["--digits", "7"], "--digits must be"),
+                      (["--digits", "stuck", "--variants", "extrapE"], "d0 only")):
+        bad = subprocess.run(script + args, capture_output=True, text=True, timeout=300)
+        assert bad.returncode != 0 and msg in bad.stderr
     missing = subprocess.run(script[:4] + ["seed=9"] + script[5:], capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "not a run folder" in missing.stderr
 
 
-def test_adder_d0_rescue_edits_put_the_eq_query_on_the_answer_line():
+def test_adder_rescue_edits_move_only_the_named_queries():
     import importlib.util
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("adder_d0_rescue", ANALYSES / "adder_d0_rescue.py")
+    spec = importlib.util.spec_from_file_location("adder_rescue", ANALYSES / "adder_rescue.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     fresh = {"pos_embed.W_pos": torch.randn(12, 7), "embed.W_E": torch.randn(14, 7)}
     for variant in mod.VARIANTS:
+        queries = [5] if variant == "extrapE" else [5, 8]  # extrapE is for the `=` query alone
         state = {k: v.clone() for k, v in fresh.items()}
-        mod.edit(state, variant, 5, seed=3)
-        pos, emb = state["pos_embed.W_pos"], state["embed.W_E"]
-        keep = [i for i in range(12) if i != 5]
-        assert torch.equal(pos[keep], fresh["pos_embed.W_pos"][keep])  # only the `=` position moves
+        mod.edit(state, variant, queries, seed=3)
+        pos, emb, old = state["pos_embed.W_pos"], state["embed.W_E"], fresh["pos_embed.W_pos"]
+        keep = [i for i in range(12) if i not in queries]
+        assert torch.equal(pos[keep], old[keep])  # only the named query positions move
         assert torch.equal(emb[:11], fresh["embed.W_E"][:11]) and torch.equal(emb[12:], fresh["embed.W_E"][12:])
         if variant == "control":
-            assert torch.equal(pos, fresh["pos_embed.W_pos"]) and torch.equal(emb, fresh["embed.W_E"])
+            assert torch.equal(pos, old) and torch.equal(emb, fresh["embed.W_E"])
+        else:
+            assert all(not torch.equal(pos[q], old[q]) for q in queries)
         if variant.startswith("extrap"):
-            assert torch.allclose(pos[5], 2 * pos[6] - pos[7])
+            assert all(torch.allclose(pos[q], 2 * old[q + 1] - old[q + 2]) for q in queries)
+        if variant == "interp":
+            assert all(torch.allclose(pos[q], (old[q - 1] + old[q + 1]) / 2) for q in queries)
+        assert torch.equal(emb[11], fresh["embed.W_E"][11]) == (variant in ("control", "extrap", "interp"))
         assert torch.equal(emb[11], emb[:10].mean(0)) == (variant == "extrapE")
+    # two adjacent stuck queries are one block: evenly spaced between, or the line continued from above
+    old = fresh["pos_embed.W_pos"]
+    for variant, want5, want6 in (("interp", old[4] + (old[7] - old[4]) / 3, old[4] + 2 * (old[7] - old[4]) / 3),
+                                  ("extrap", 3 * old[7] - 2 * old[8], 2 * old[7] - old[8])):
+        state = {k: v.clone() for k, v in fresh.items()}
+        mod.edit(state, variant, [5, 6], seed=3)
+        assert torch.allclose(state["pos_embed.W_pos"][5], want5) and torch.allclose(state["pos_embed.W_pos"][6], want6)
