@@ -7,14 +7,17 @@
 
 For each run: `grokscope verify`'s protocol (greedy decoding on 10,000 random pairs, seed
 2025, plus the edge cases), its per-digit accuracy, and how the run's transition is
-classified. Writes `seeds.csv` (one row per seed) and `summary.txt` (runs at >= 99% exact
-match with a 95% Wilson interval).
+classified. Writes `seeds.csv` (one row per run) and `summary.txt` (runs at >= 99% exact
+match with a 95% Wilson interval). A sweep whose grid varies more than the seed (a cliff, e.g.
+analyses/adder_cliff_eqpull.toml) gets one summary line per configuration: the run's grid
+values other than the seed, with its parameter count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +25,7 @@ import pandas as pd
 from grokscope.constants import SWEEP_SPEC_FILENAME
 from grokscope.measures.phases import classify_transition
 from grokscope.run import is_run_dir
+from grokscope.sweep import param_count_of
 from grokscope.sweep_report import wilson_interval
 from grokscope.tasks.addition.verify import load_addition_model, verify_model
 
@@ -32,13 +36,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("analyses/results/adder777_seeds"))
     ap.add_argument("--pairs", type=int, default=10_000)
     args = ap.parse_args()
+    if not (args.sweep / SWEEP_SPEC_FILENAME).is_file():
+        sys.exit(f"error: {args.sweep} is not a sweep folder (no {SWEEP_SPEC_FILENAME})")
+    spec = json.loads((args.sweep / SWEEP_SPEC_FILENAME).read_text())
+    values = {p["name"]: p["values"] for p in spec.get("points", [])}
     rows = []
     for run_dir in sorted(p for p in args.sweep.iterdir() if is_run_dir(p)):
         run, step, model = load_addition_model(run_dir)
         res = verify_model(model, run.config.task.n_digits, n_pairs=args.pairs)
         m = run.metrics
         tr = classify_transition(m["step"], m["train_acc"], m["test_acc"])
-        rows.append({"run": run_dir.name, "seed": run.config.model.seed, "step": step,
+        config = ", ".join(f"{k}={v}" for k, v in values.get(run_dir.name, {}).items() if k != "seed")
+        rows.append({"run": run_dir.name, "config": config, "params": param_count_of(run.config),
+                     "seed": run.config.model.seed, "step": step,
                      "verify_exact": res.accuracy, "edge_exact": res.edge_accuracy,
                      "worst_digit": int(min(range(len(res.digit_acc)), key=lambda i: res.digit_acc[i])),
                      "worst_digit_acc": min(res.digit_acc),
@@ -46,15 +56,21 @@ def main() -> None:
                      "final_test_acc": float(m["test_acc"].iloc[-1]),
                      "transition": tr.kind})
         print(rows[-1], flush=True)
-    table = pd.DataFrame(rows).sort_values("seed")
+    if not rows:
+        sys.exit(f"error: {args.sweep} has no finished runs")
+    table = pd.DataFrame(rows).sort_values(["params", "config", "seed"])
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "seeds.csv", index=False)
-    ok = int((table["verify_exact"] >= 0.99).sum())
-    lo, hi = wilson_interval(ok, len(table))
-    spec = json.loads((args.sweep / SWEEP_SPEC_FILENAME).read_text())
-    text = (f"{spec.get('description') or spec.get('name')} {len(table)} seeds ({', '.join(str(s) for s in table['seed'])}), batched core: "
-            f"{ok}/{len(table)} verify at >= 99% exact match (95% Wilson interval {lo:.2f}-{hi:.2f}); "
-            f">= 99.69%: {int((table['verify_exact'] >= 0.9969).sum())}.\n")
+    text = ""
+    for config, part in table.groupby(["params", "config"], sort=True):
+        ok = int((part["verify_exact"] >= 0.99).sum())
+        lo, hi = wilson_interval(ok, len(part))
+        what = spec.get("description") or spec.get("name")
+        if table["config"].nunique() > 1:
+            what += f" [{config[1]}: {config[0]} parameters]"
+        text += (f"{what} {len(part)} seeds ({', '.join(str(s) for s in part['seed'])}), batched core: "
+                 f"{ok}/{len(part)} verify at >= 99% exact match (95% Wilson interval {lo:.2f}-{hi:.2f}); "
+                 f">= 99.69%: {int((part['verify_exact'] >= 0.9969).sum())}.\n")
     (args.out / "summary.txt").write_text(text)
     print(text)
 

@@ -67,6 +67,37 @@ def tiny_adder_sweep(tmp_path_factory) -> Path:
     return root
 
 
+def test_adder_seeds_script_verifies_every_run_and_summarises_each_configuration(tiny_adder_sweep, tmp_path):
+    from grokscope.sweep import parse_spec
+
+    script = [sys.executable, str(ANALYSES / "adder777_seeds.py")]
+    one = subprocess.run(script + [str(tiny_adder_sweep), "--out", str(tmp_path / "one"), "--pairs", "50"],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    seeds = pd.read_csv(tmp_path / "one" / "seeds.csv")
+    assert list(seeds["seed"]) == [0, 1] and (seeds["verify_exact"] < 0.99).all()  # 6 steps learn nothing
+    lines = (tmp_path / "one" / "summary.txt").read_text().splitlines()
+    assert len(lines) == 1 and "2 seeds (0, 1)" in lines[0] and "0/2 verify" in lines[0]
+    # a cliff: one summary line per d_model, each with its own parameter count: 8 d^2 + 31 d for
+    # 2 digits (tied 14 x d, positions 11 x d, three LayerNorms 6 d, attention 4 d^2, MLP 4 d^2)
+    small = {"n_digits": 2, "curriculum": "1-2:6", "epochs": 6, "batch_size": 32, "warmup_steps": 1,
+             "n_checkpoints": 2, "log_every": 3, "mlp_ratio": 2}
+    cliff = parse_spec({"preset": "adder-777", "overrides": small, "grid": {"d_model": [5, 4], "seed": [0, 1]}},
+                       name="cliff")
+    grokscope.run_sweep(cliff, tmp_path / "cliff", workers=1, progress=False)
+    two = subprocess.run(script + [str(tmp_path / "cliff"), "--out", str(tmp_path / "two"), "--pairs", "50"],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    seeds = pd.read_csv(tmp_path / "two" / "seeds.csv")
+    assert list(zip(seeds["config"], seeds["seed"])) == [("d_model=4", 0), ("d_model=4", 1), ("d_model=5", 0), ("d_model=5", 1)]
+    lines = (tmp_path / "two" / "summary.txt").read_text().splitlines()
+    assert list(seeds["params"]) == [252, 252, 355, 355]
+    assert len(lines) == 2 and "[d_model=4: 252 parameters]" in lines[0] and "[d_model=5: 355 parameters]" in lines[1]
+    assert all("2 seeds (0, 1)" in ln for ln in lines)
+    bad = subprocess.run(script + [str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "not a sweep folder" in bad.stderr
+
+
 def test_adder_failure_kinds_script_names_every_unlearned_digit(tiny_adder_sweep, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ANALYSES / "adder_failure_kinds.py"), str(tiny_adder_sweep),
