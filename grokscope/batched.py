@@ -227,6 +227,48 @@ def _mlp_unembed(arch: Architecture, weights: Weights, resid: Tensor, prefix: st
     return logits, post
 
 
+def _answer_qkv(arch: Architecture, weights: Weights, normed: Tensor, flat: Tensor, first: int, per: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Queries (K, batch, n_ans, h, e) at positions `first`.., keys and values (K, batch,
+    pos, h, e) and the (n_ans, pos) mask of future keys, from the LayerNormed (position,
+    token) table `normed` (K, pos, vocab, d) and the inputs' rows `flat` of it."""
+    attn, h, e = "blocks.0.attn.", arch.n_heads, arch.d_head
+    n_pos = normed.shape[1]
+    w_qkv = torch.cat([weights[attn + "W_Q"], weights[attn + "W_K"], weights[attn + "W_V"]], dim=-1)
+    qkv_tab = torch.einsum("krd,khdf->krhf", normed.flatten(1, 2), w_qkv)  # (K, pos*vocab, h, 3e)
+    if arch.biases:
+        qkv_tab = qkv_tab + torch.cat([weights[attn + n] for n in ("b_Q", "b_K", "b_V")], -1)[:, None]
+    kv = _rows(qkv_tab[..., e:].flatten(2), flat, per).unflatten(-1, (h, 2 * e))
+    k, v = kv.split(e, dim=-1)  # split: its backward is a cat, not zero-fill + copy
+    q = _rows(qkv_tab[..., :e].flatten(2), flat[..., first:], per).unflatten(-1, (h, e))
+    q_pos = torch.arange(first, n_pos, device=flat.device)
+    mask = torch.arange(n_pos, device=flat.device)[None, :] > q_pos[:, None]
+    return q, k, v, mask
+
+
+def _position_token_table(arch: Architecture, weights: Weights, tokens: Tensor
+                          ) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """(table (K, pos, vocab, d) of W_E[token] + W_pos[position], its ln1-normed copy, the
+    inputs' row indices into the flattened table, whether `tokens` is per model)."""
+    n_pos, per = tokens.shape[-1], tokens.dim() == 3
+    table = weights["embed.W_E"][:, None] + weights["pos_embed.W_pos"][:, :n_pos, None]  # (K, pos, vocab, d)
+    normed = _norm(table, weights, "blocks.0.ln1", arch)
+    flat = tokens + torch.arange(n_pos, device=tokens.device) * arch.d_vocab  # rows of the (pos*vocab) table
+    return table, normed, flat, per
+
+
+def answer_attention(
+    arch: Architecture, weights: Weights, tokens: Int[Tensor, "*K batch pos"], first: int
+) -> Float[Tensor, "K batch n_ans h pos"]:
+    """Attention patterns of a 1-layer model's queries at positions `first`..pos-1 over every
+    key position (0 on future keys), for K models: the rows of HookedTransformer's
+    `blocks.0.attn.hook_pattern` at those queries, with the head axis after the query axis."""
+    _, normed, flat, per = _position_token_table(arch, weights, tokens)
+    q, k, _, mask = _answer_qkv(arch, weights, normed, flat, first, per)
+    scores = torch.einsum("kbqhe,kbshe->kbqhs", q, k) / math.sqrt(arch.d_head)
+    return scores.masked_fill(mask[:, None], float("-inf")).softmax(dim=-1)
+
+
 def answer_forward(
     arch: Architecture, weights: Weights, tokens: Int[Tensor, "*K batch pos"], first: int
 ) -> tuple[Float[Tensor, "K batch n_ans d_vocab_out"], Float[Tensor, "K batch n_ans d_mlp"]]:
@@ -239,12 +281,10 @@ def answer_forward(
     unembedding run at the answer positions only.
     """
     K = weights["embed.W_E"].shape[0]
-    n_pos, batch, per = tokens.shape[-1], tokens.shape[-2], tokens.dim() == 3
+    n_pos, batch = tokens.shape[-1], tokens.shape[-2]
     vocab, h, e = arch.d_vocab, arch.n_heads, arch.d_head
     attn = "blocks.0.attn."
-    table = weights["embed.W_E"][:, None] + weights["pos_embed.W_pos"][:, :n_pos, None]  # (K, pos, vocab, d)
-    normed = _norm(table, weights, "blocks.0.ln1", arch)
-    flat = tokens + torch.arange(n_pos, device=tokens.device) * vocab  # rows of the (pos*vocab) table
+    table, normed, flat, per = _position_token_table(arch, weights, tokens)
     scale = math.sqrt(e)
     if first == n_pos - 1:
         # One query that sees every position (the modular tasks): elementwise products beat
@@ -264,15 +304,7 @@ def answer_forward(
         resid = (_rows(table[:, -1], last, per) + attn_out)[:, :, None]  # (K, batch, 1, d)
     else:
         # Several answer positions (the adder): a q/k/v table, then causal attention.
-        w_qkv = torch.cat([weights[attn + "W_Q"], weights[attn + "W_K"], weights[attn + "W_V"]], dim=-1)
-        qkv_tab = torch.einsum("krd,khdf->krhf", normed.flatten(1, 2), w_qkv)  # (K, pos*vocab, h, 3e)
-        if arch.biases:
-            qkv_tab = qkv_tab + torch.cat([weights[attn + n] for n in ("b_Q", "b_K", "b_V")], -1)[:, None]
-        kv = _rows(qkv_tab[..., e:].flatten(2), flat, per).unflatten(-1, (h, 2 * e))
-        k, v = kv.split(e, dim=-1)  # (K, batch, pos, h, e); split: its backward is a cat, not zero-fill + copy
-        q = _rows(qkv_tab[..., :e].flatten(2), flat[..., first:], per).unflatten(-1, (h, e))  # (K, batch, n_ans, h, e)
-        q_pos = torch.arange(first, n_pos, device=tokens.device)
-        mask = torch.arange(n_pos, device=tokens.device)[None, :] > q_pos[:, None]  # (n_ans, pos): future keys
+        q, k, v, mask = _answer_qkv(arch, weights, normed, flat, first, per)
         if FUSED_ATTENTION.get(tokens.device.type, False):
             # The fused attention kernel: its default scale is TransformerLens's 1 / sqrt(d_head).
             z = F.scaled_dot_product_attention(q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3),

@@ -87,6 +87,12 @@ class TrainConfig:
     # weight of `losses.eq_line_distance` (0 = off): pulls only the `=` position onto the line
     # through the next two answer positions, which stay free (the rescue's edit, as a loss)
     eq_pull: float = 0.0
+    # floor on the attention mass each sum digit's query puts on each of its two operand
+    # digits (`losses.operand_floor_penalty`; 0 = off): a failed adder digit's query often
+    # reads one operand only, and the softmax saturated there gives no gradient back
+    operand_floor: float = 0.0
+    operand_floor_weight: float = 0.01  # the penalty's weight in the objective
+    operand_floor_batch: int = 64  # examples of each batch the penalty's attention is measured on
     log_every: int = 10
     n_checkpoints: int = 250
     n_log_checkpoints: int = 50
@@ -194,6 +200,16 @@ class RunConfig:
             raise ConfigError(f"eq_pull must be >= 0, got {tr.eq_pull}")
         if tr.eq_pull > 0 and self.task.task == "modular":
             raise ConfigError("eq_pull needs a task with several answer positions (addition); modular tasks answer at one")
+        if not 0 <= tr.operand_floor < 0.5:
+            raise ConfigError(f"operand_floor must be in [0, 0.5) (a mass on each of two operands), got {tr.operand_floor}")
+        if tr.operand_floor > 0 and self.task.task != "addition":
+            raise ConfigError(f"operand_floor needs the addition task (operand digits per answer place), got '{self.task.task}'")
+        if tr.operand_floor_weight < 0:
+            raise ConfigError(f"operand_floor_weight must be >= 0, got {tr.operand_floor_weight}")
+        if tr.operand_floor_batch < 1:
+            raise ConfigError(f"operand_floor_batch must be >= 1, got {tr.operand_floor_batch}")
+        if tr.operand_floor > 0 and self.model.n_layers != 1:
+            raise ConfigError(f"operand_floor reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
         if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
             raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
         if tr.loss not in LOSSES:
@@ -409,6 +425,9 @@ FIELD_HELP: dict[str, str] = {
     "orthograd": "⊥Grad: remove the gradient component along the weights",
     "pos_smooth": "penalty weight on the learned positions' squared second differences over the answer positions (0 = off)",
     "eq_pull": "penalty weight on the `=` position's distance from 2 P[=+1] - P[=+2], its neighbours' line (0 = off)",
+    "operand_floor": "floor on each sum digit's attention mass on each of its two operand digits; below it a log penalty (0 = off)",
+    "operand_floor_weight": "weight of the operand-floor penalty in the objective",
+    "operand_floor_batch": "examples per batch the operand-floor penalty measures attention on",
     "log_every": "log metrics every N steps (and at every checkpoint)",
     "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
     "n_log_checkpoints": "how many of them are log-spaced early",

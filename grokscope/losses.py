@@ -7,6 +7,8 @@ code upcasts to float64, and so do we.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -64,6 +66,21 @@ def eq_line_distance(W_pos: Float[Tensor, "K n_ctx d_model"], first: int) -> Flo
     p = W_pos.to(torch.float64)
     target = (2 * p[:, first + 1] - p[:, first + 2]).detach()
     return (p[:, first] - target).pow(2).sum(-1)
+
+
+def operand_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: list[int], b_pos: list[int],
+                          floor: float) -> Float[Tensor, "K"]:
+    """Each model's sum over places i and operands x in {a, b} of max(0, log floor - log m),
+    m being the attention mass from answer query i (row i of `pattern`) onto position
+    x_pos[i], averaged over the batch and the heads, in float64. Zero once every sum digit's
+    query puts at least `floor` on both of its operand digits; below, its gradient raises
+    the log mass at a rate that does not vanish as the mass does (a softmax saturated on
+    one operand gives the task loss almost no gradient toward the other)."""
+    places = torch.arange(len(a_pos), device=pattern.device)
+    mean = pattern.to(torch.float64).mean(dim=(1, 3))  # (K, n_ans, pos)
+    mass = torch.stack([mean[:, places, torch.tensor(a_pos, device=pattern.device)],
+                        mean[:, places, torch.tensor(b_pos, device=pattern.device)]], dim=-1)  # (K, n, 2)
+    return (math.log(floor) - mass.clamp_min(1e-30).log()).clamp_min(0.0).sum((1, 2))
 
 
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:

@@ -42,7 +42,7 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import eq_line_distance, per_model_loss, position_roughness
+from grokscope.losses import eq_line_distance, operand_floor_penalty, per_model_loss, position_roughness
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
 
@@ -195,10 +195,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: torch.optim.Optimizer,
                tokens: torch.Tensor, labels: torch.Tensor, first: int, tcfg: TrainConfig,
-               grad_filter=None, zero_grad: bool = True) -> torch.Tensor:
+               grad_filter=None, zero_grad: bool = True,
+               operand_keys: tuple[list[int], list[int]] | None = None) -> torch.Tensor:
     """One optimizer step of K models on their batches; returns their losses before the
     step, (K,) float64 on the device (not synchronised). A captured step keeps its
-    gradients (`zero_grad=False`): the graph's backward overwrites them on every replay."""
+    gradients (`zero_grad=False`): the graph's backward overwrites them on every replay.
+    `operand_keys` (a's and b's digit positions per place) is needed when
+    `tcfg.operand_floor` > 0."""
     logits = batched.logits_at(arch, weights, tokens, first, tcfg.fast_path)
     losses = per_model_loss(tcfg.loss, logits, labels)
     objective = losses
@@ -207,6 +210,12 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
         objective = losses + tcfg.pos_smooth * position_roughness(weights["pos_embed.W_pos"], first, stop)
     if tcfg.eq_pull > 0:  # the `=` query pulled onto its neighbours' line; they stay free
         objective = objective + tcfg.eq_pull * eq_line_distance(weights["pos_embed.W_pos"], first)
+    if tcfg.operand_floor > 0:  # every sum digit's query kept reading both operands (a sub-batch suffices)
+        if operand_keys is None:
+            raise ConfigError("operand_floor > 0 needs the operand digits' positions (operand_keys)")
+        pattern = batched.answer_attention(arch, weights, tokens[..., : tcfg.operand_floor_batch, :], first)
+        objective = objective + tcfg.operand_floor_weight * operand_floor_penalty(pattern, *operand_keys,
+                                                                                  tcfg.operand_floor)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)
@@ -478,6 +487,7 @@ def train_many(
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
     first = tasks[0].answer_start
+    operand_keys = tasks[0].operand_positions() if tcfg.operand_floor > 0 else None  # validate(): addition
 
     if resume:
         start = restore(out_dirs, arch, weights, optimizer, grad_filter, capturable=use_graph)
@@ -508,7 +518,8 @@ def train_many(
         graphed, side = None, (torch.cuda.Stream() if use_graph else None)
 
         def step_fn(tokens, labels):
-            train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter, zero_grad=not use_graph)
+            train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter, zero_grad=not use_graph,
+                       operand_keys=operand_keys)
 
         for step in range(start, tcfg.epochs):
             set_lr(optimizer, lr_at(step, tcfg))
@@ -528,7 +539,8 @@ def train_many(
                     warnings.warn(f"CUDA graph capture failed, training eagerly: {str(e).splitlines()[0]}")
                     use_graph = False
                     optimizer.zero_grad(set_to_none=True)
-                    train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+                    train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter,
+                               operand_keys=operand_keys)
                 else:
                     graphed(tokens, labels)
             elif use_graph:
@@ -538,7 +550,8 @@ def train_many(
                     optimizer.zero_grad(set_to_none=True)
                 torch.cuda.current_stream().wait_stream(side)
             else:
-                train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter)
+                train_step(arch, weights, optimizer, tokens, labels, first, tcfg, grad_filter,
+                           operand_keys=operand_keys)
             lr = lr_at(step, tcfg)
 
             done = step + 1  # weights now reflect `done` optimizer steps

@@ -86,6 +86,24 @@ def test_logits_and_mlp_activations_equal_hooked_transformers(name):
         assert _close(batched.answer_forward(arch, weights, tokens, first)[1], ref_post)
 
 
+@pytest.mark.parametrize("name", ["adder-777", "adder-untied-biases", "silu-3-heads"])
+def test_answer_attention_equals_hooked_transformers_pattern(name):
+    arch, models = _setup(name, [6, 7])
+    with torch.no_grad():
+        for m in models:
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+    weights = batched.stack_state_dicts(arch, [checkpoint_state(m) for m in models])
+    tokens = _tokens(arch, batch=16, seed=2)
+    first = arch.n_ctx - 4 if arch.n_ctx > 4 else 1
+    hook = "blocks.0.attn.hook_pattern"
+    ref = torch.stack([m.run_with_cache(tokens, names_filter=hook)[1][hook][:, :, first:] for m in models])
+    ours = batched.answer_attention(arch, weights, tokens, first)  # (K, batch, n_ans, h, pos)
+    assert ours.shape == (2, 16, tokens.shape[1] - first, arch.n_heads, tokens.shape[1])
+    assert _close(ours, ref.transpose(2, 3))
+    assert torch.all(ours.sum(-1).sub(1).abs() < 1e-5)
+
+
 @pytest.mark.parametrize("name", ["mini-grok", "adder-777", "ln-gelu_new-2-layers"])
 def test_gradients_equal_each_hooked_transformers_own(name):
     arch, models = _setup(name, [4, 5])

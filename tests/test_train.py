@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import shutil
 import signal
@@ -20,7 +21,7 @@ from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
-from grokscope.losses import eq_line_distance, position_roughness
+from grokscope.losses import eq_line_distance, operand_floor_penalty, position_roughness
 from grokscope.run import max_abs_weight_difference
 from grokscope.tasks import make_task
 from grokscope.trainer import lr_at, weight_decay_at
@@ -398,3 +399,60 @@ def test_eq_pull_refusals(tiny_config):
         grokscope.preset("adder-777").replace(eq_pull=-1.0).validate()
     with pytest.raises(ConfigError, match="eq_pull needs a task with several answer positions"):
         tiny_config.replace(eq_pull=0.01).validate()
+
+
+def test_operand_floor_penalty_known_values():
+    """sum over places and operands of max(0, log floor - log mass), the mass averaged over
+    the batch and heads; zero for masses at or above the floor."""
+    pattern = torch.zeros(2, 2, 2, 1, 6, dtype=torch.float64)  # (K, batch, n_ans, h, pos)
+    pattern[..., 0] = 0.5  # place 0: a at position 0, b at position 3
+    pattern[..., 3] = 0.5
+    pattern[..., 1] = 0.5  # place 1: a at position 1, b at position 2 (mass 0.5 on a, 0 on b)...
+    pattern[1, 0, 1, 0, 2] = 0.02  # ...but model 1 puts 0.02 on b in one of two examples (mean 0.01)
+    penalty = operand_floor_penalty(pattern, [0, 1], [3, 2], floor=0.1)
+    assert penalty[0].item() > 60  # a mass of 0 is clamped, not infinite
+    assert penalty[1].item() == pytest.approx(math.log(0.1 / 0.01))
+    assert operand_floor_penalty(pattern, [0], [3], floor=0.1).tolist() == [0.0, 0.0]  # place 0 reads both
+
+
+def test_operand_floor_keeps_every_query_reading_both_operands():
+    """Trained 60 steps from the same start, a 3-digit adder's sum-digit queries starve an
+    operand (mass < 0.01) without the floor and hold >= 0.25 on each with it at 0.3."""
+    cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=64, lr=0.02,
+                                                warmup_steps=1)
+    task = make_task(cfg.task)
+    arch = batched.Architecture.for_task(cfg.model, task)
+    a_pos, b_pos = task.operand_positions()
+    assert (a_pos, b_pos) == ([2, 1, 0], [6, 5, 4])  # "abc+def=": units of a at 2, of b at 6
+    lowest = []
+    for floor in (0.0, 0.3):
+        tcfg = dataclasses.replace(cfg.train, operand_floor=floor, operand_floor_weight=1.0)
+        w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0, 1]).items()}
+        opt = trainer.make_optimizer(w, tcfg)
+        for step in range(60):
+            tokens, labels = task.train_data(step, torch.tensor([5, 6]), "cpu")
+            trainer.train_step(arch, w, opt, tokens, labels, task.answer_start, tcfg, operand_keys=(a_pos, b_pos))
+        tokens, _ = task.train_data(999, torch.tensor([5, 6]), "cpu")
+        with torch.no_grad():
+            mean = batched.answer_attention(arch, w, tokens, task.answer_start).double().mean((1, 3))
+        lowest.append(min(mean[:, i, p].min().item() for i in range(3) for p in (a_pos[i], b_pos[i])))
+    assert lowest[0] < 0.01 and lowest[1] >= 0.25
+
+
+def test_operand_floor_refusals(tiny_config):
+    adder = grokscope.preset("adder-777")
+    with pytest.raises(ConfigError, match=r"operand_floor must be in \[0, 0.5\)"):
+        adder.replace(operand_floor=0.5).validate()
+    with pytest.raises(ConfigError, match="operand_floor needs the addition task"):
+        tiny_config.replace(operand_floor=0.1).validate()
+    with pytest.raises(ConfigError, match="operand_floor reads the attention of a 1-layer model"):
+        adder.replace(operand_floor=0.1, n_layers=2).validate()
+    with pytest.raises(ConfigError, match="operand_floor_weight must be >= 0"):
+        adder.replace(operand_floor_weight=-1.0).validate()
+    cfg = adder.replace(n_digits=2, curriculum="1-2:10", batch_size=8, operand_floor=0.1)
+    task = make_task(cfg.task)
+    arch = batched.Architecture.for_task(cfg.model, task)
+    w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
+    tokens, labels = task.train_data(0, torch.tensor([1]), "cpu")
+    with pytest.raises(ConfigError, match="needs the operand digits' positions"):
+        trainer.train_step(arch, w, trainer.make_optimizer(w, cfg.train), tokens, labels, task.answer_start, cfg.train)

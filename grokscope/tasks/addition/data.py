@@ -44,6 +44,7 @@ from grokscope.tasks.addition.format import (
     check_addition_config,
     context_length,
     input_length,
+    operand_positions,
     parse_curriculum,
     prompt_length,
 )
@@ -319,6 +320,11 @@ class AdditionTask:
     def answer_start(self) -> int:
         """The `=` position, which predicts the units digit; the n + 1 after it predict the rest."""
         return self.eq_pos
+
+    def operand_positions(self) -> tuple[list[int], list[int]]:
+        """Input positions of a's and b's digit of each place i = 0..n-1 (units first); the
+        sum digit of place i is predicted at answer position `answer_start` + i."""
+        return operand_positions(self.n_digits)
 
     def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
         """Fresh batches for K models at the curriculum stage of `step`, drawn on `device`

@@ -57,6 +57,13 @@ def default_context(n_digits: int) -> int:
     return 3 * n_digits + 5
 
 
+def operand_positions(n_digits: int) -> tuple[list[int], list[int]]:
+    """The input positions of a's and b's digit of place i = 0..n-1 (units first): n-1-i and
+    2n-i (operands are written most significant first)."""
+    n = n_digits
+    return [n - 1 - i for i in range(n)], [2 * n - i for i in range(n)]
+
+
 def context_length(n_digits: int, n_ctx: int) -> int:
     """The model context for a TaskConfig's (n_digits, n_ctx): n_ctx, or the default if 0."""
     return n_ctx if n_ctx > 0 else default_context(n_digits)
