@@ -91,7 +91,10 @@ class TrainConfig:
     # digits (`losses.operand_floor_penalty`; 0 = off): a failed adder digit's query often
     # reads one operand only, and the softmax saturated there gives no gradient back
     operand_floor: float = 0.0
-    operand_floor_weight: float = 0.01  # the penalty's weight in the objective
+    # floor on the mass each sum digit's query (above the units) puts on the place below, the
+    # carry in (`losses.carry_floor_penalty`; 0 = off); weighted by operand_floor_weight
+    carry_floor: float = 0.0
+    operand_floor_weight: float = 0.01  # the floor penalties' weight in the objective
     operand_floor_batch: int = 64  # examples of each batch the penalty's attention is measured on
     log_every: int = 10
     n_checkpoints: int = 250
@@ -202,14 +205,17 @@ class RunConfig:
             raise ConfigError("eq_pull needs a task with several answer positions (addition); modular tasks answer at one")
         if not 0 <= tr.operand_floor < 0.5:
             raise ConfigError(f"operand_floor must be in [0, 0.5) (a mass on each of two operands), got {tr.operand_floor}")
-        if tr.operand_floor > 0 and self.task.task != "addition":
-            raise ConfigError(f"operand_floor needs the addition task (operand digits per answer place), got '{self.task.task}'")
+        if not 0 <= tr.carry_floor < 1:
+            raise ConfigError(f"carry_floor must be in [0, 1), got {tr.carry_floor}")
+        for name in ("operand_floor", "carry_floor"):
+            if getattr(tr, name) > 0 and self.task.task != "addition":
+                raise ConfigError(f"{name} needs the addition task (operand digits per answer place), got '{self.task.task}'")
+            if getattr(tr, name) > 0 and self.model.n_layers != 1:
+                raise ConfigError(f"{name} reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
         if tr.operand_floor_weight < 0:
             raise ConfigError(f"operand_floor_weight must be >= 0, got {tr.operand_floor_weight}")
         if tr.operand_floor_batch < 1:
             raise ConfigError(f"operand_floor_batch must be >= 1, got {tr.operand_floor_batch}")
-        if tr.operand_floor > 0 and self.model.n_layers != 1:
-            raise ConfigError(f"operand_floor reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
         if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
             raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
         if tr.loss not in LOSSES:
@@ -426,8 +432,9 @@ FIELD_HELP: dict[str, str] = {
     "pos_smooth": "penalty weight on the learned positions' squared second differences over the answer positions (0 = off)",
     "eq_pull": "penalty weight on the `=` position's distance from 2 P[=+1] - P[=+2], its neighbours' line (0 = off)",
     "operand_floor": "floor on each sum digit's attention mass on each of its two operand digits; below it a log penalty (0 = off)",
-    "operand_floor_weight": "weight of the operand-floor penalty in the objective",
-    "operand_floor_batch": "examples per batch the operand-floor penalty measures attention on",
+    "carry_floor": "floor on each sum digit's (above the units) attention mass on the place below; below it a log penalty (0 = off)",
+    "operand_floor_weight": "weight of the operand- and carry-floor penalties in the objective",
+    "operand_floor_batch": "examples per batch the floor penalties measure attention on",
     "log_every": "log metrics every N steps (and at every checkpoint)",
     "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
     "n_log_checkpoints": "how many of them are log-spaced early",

@@ -83,6 +83,20 @@ def operand_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: 
     return (math.log(floor) - mass.clamp_min(1e-30).log()).clamp_min(0.0).sum((1, 2))
 
 
+def carry_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: list[int], b_pos: list[int],
+                        floor: float) -> Float[Tensor, "K"]:
+    """Each model's sum over places i >= 1 of max(0, log floor - log m), m being the
+    attention mass from answer query i onto both operand digits of place i - 1 (positions
+    a_pos[i-1] and b_pos[i-1], the carry into place i), averaged over the batch and the
+    heads, in float64. Zero once every sum digit's query above the units puts at least
+    `floor` on the place below."""
+    places = torch.arange(1, len(a_pos), device=pattern.device)
+    mean = pattern.to(torch.float64).mean(dim=(1, 3))  # (K, n_ans, pos)
+    below = (mean[:, places, torch.tensor(a_pos[:-1], dtype=torch.long, device=pattern.device)]
+             + mean[:, places, torch.tensor(b_pos[:-1], dtype=torch.long, device=pattern.device)])  # (K, n - 1)
+    return (math.log(floor) - below.clamp_min(1e-30).log()).clamp_min(0.0).sum(1)
+
+
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
     """Fraction of rows whose argmax logit equals the label."""
     return (logits.argmax(dim=-1) == labels).double().mean().item()

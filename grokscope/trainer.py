@@ -42,7 +42,8 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import eq_line_distance, operand_floor_penalty, per_model_loss, position_roughness
+from grokscope.losses import (carry_floor_penalty, eq_line_distance, operand_floor_penalty, per_model_loss,
+                              position_roughness)
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
 
@@ -210,12 +211,18 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
         objective = losses + tcfg.pos_smooth * position_roughness(weights["pos_embed.W_pos"], first, stop)
     if tcfg.eq_pull > 0:  # the `=` query pulled onto its neighbours' line; they stay free
         objective = objective + tcfg.eq_pull * eq_line_distance(weights["pos_embed.W_pos"], first)
-    if tcfg.operand_floor > 0:  # every sum digit's query kept reading both operands (a sub-batch suffices)
+    if tcfg.operand_floor > 0 or tcfg.carry_floor > 0:
+        # every sum digit's query kept reading both operands and the carry in: a softmax that
+        # has saturated elsewhere gives the task loss almost no gradient back (a sub-batch suffices)
         if operand_keys is None:
-            raise ConfigError("operand_floor > 0 needs the operand digits' positions (operand_keys)")
+            raise ConfigError("operand_floor / carry_floor > 0 need the operand digits' positions (operand_keys)")
         pattern = batched.answer_attention(arch, weights, tokens[..., : tcfg.operand_floor_batch, :], first)
-        objective = objective + tcfg.operand_floor_weight * operand_floor_penalty(pattern, *operand_keys,
-                                                                                  tcfg.operand_floor)
+        if tcfg.operand_floor > 0:
+            objective = objective + tcfg.operand_floor_weight * operand_floor_penalty(pattern, *operand_keys,
+                                                                                      tcfg.operand_floor)
+        if tcfg.carry_floor > 0:
+            objective = objective + tcfg.operand_floor_weight * carry_floor_penalty(pattern, *operand_keys,
+                                                                                    tcfg.carry_floor)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)
@@ -487,7 +494,8 @@ def train_many(
     grad_filter = make_grad_filter(tcfg.grad_filter, tcfg.grokfast_alpha, tcfg.grokfast_lambda, tcfg.grokfast_window)
     schedule = set(ckpt.checkpoint_schedule(tcfg.epochs, tcfg.n_checkpoints, tcfg.n_log_checkpoints))
     first = tasks[0].answer_start
-    operand_keys = tasks[0].operand_positions() if tcfg.operand_floor > 0 else None  # validate(): addition
+    floors = tcfg.operand_floor > 0 or tcfg.carry_floor > 0
+    operand_keys = tasks[0].operand_positions() if floors else None  # validate(): addition only
 
     if resume:
         start = restore(out_dirs, arch, weights, optimizer, grad_filter, capturable=use_graph)

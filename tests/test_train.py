@@ -21,7 +21,7 @@ from grokscope.checkpoints import checkpoint_schedule
 from grokscope.errors import CheckpointError
 from grokscope.errors import ConfigError
 from grokscope.constants import METRICS_FILENAME, RESUME_FILENAME
-from grokscope.losses import eq_line_distance, operand_floor_penalty, position_roughness
+from grokscope.losses import carry_floor_penalty, eq_line_distance, operand_floor_penalty, position_roughness
 from grokscope.run import max_abs_weight_difference
 from grokscope.tasks import make_task
 from grokscope.trainer import lr_at, weight_decay_at
@@ -415,28 +415,58 @@ def test_operand_floor_penalty_known_values():
     assert operand_floor_penalty(pattern, [0], [3], floor=0.1).tolist() == [0.0, 0.0]  # place 0 reads both
 
 
-def test_operand_floor_keeps_every_query_reading_both_operands():
-    """Trained 60 steps from the same start, a 3-digit adder's sum-digit queries starve an
-    operand (mass < 0.01) without the floor and hold >= 0.25 on each with it at 0.3."""
+def test_carry_floor_penalty_known_values():
+    """sum over places i >= 1 of max(0, log floor - log m), m the mean mass on both digits of
+    place i - 1; place 0 (no carry in) never counts."""
+    pattern = torch.zeros(1, 2, 3, 1, 8, dtype=torch.float64)  # 3 places: a at 2, 1, 0; b at 6, 5, 4
+    pattern[0, :, 1, 0, 2] = 0.01  # place 1 reads 0.01 of a's units digit and 0.01 of b's: 0.02
+    pattern[0, :, 1, 0, 6] = 0.01
+    pattern[0, 0, 2, 0, 1] = 0.2  # place 2: 0.2 on a's tens digit in one of two examples: 0.1
+    assert carry_floor_penalty(pattern, [2, 1, 0], [6, 5, 4], 0.05).item() == pytest.approx(math.log(0.05 / 0.02))
+    assert carry_floor_penalty(pattern, [2, 1, 0], [6, 5, 4], 0.2).item() == pytest.approx(
+        math.log(0.2 / 0.02) + math.log(0.2 / 0.1))
+    assert carry_floor_penalty(pattern, [2], [6], 0.2).item() == 0.0  # one place: nothing carries in
+
+
+def adder_attention_after_60_steps(**floors):
+    """A 3-digit adder-777 pair (seeds 0, 1) trained 60 steps with the floor settings
+    `floors` (weight 1): its mean attention (K, n_ans, pos) on a fresh batch, and the
+    operand positions per place."""
     cfg = grokscope.preset("adder-777").replace(n_digits=3, curriculum="1-3:10", batch_size=64, lr=0.02,
                                                 warmup_steps=1)
     task = make_task(cfg.task)
     arch = batched.Architecture.for_task(cfg.model, task)
-    a_pos, b_pos = task.operand_positions()
-    assert (a_pos, b_pos) == ([2, 1, 0], [6, 5, 4])  # "abc+def=": units of a at 2, of b at 6
+    keys = task.operand_positions()
+    tcfg = dataclasses.replace(cfg.train, operand_floor_weight=1.0, **floors)
+    w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0, 1]).items()}
+    opt = trainer.make_optimizer(w, tcfg)
+    for step in range(60):
+        tokens, labels = task.train_data(step, torch.tensor([5, 6]), "cpu")
+        trainer.train_step(arch, w, opt, tokens, labels, task.answer_start, tcfg, operand_keys=keys)
+    tokens, _ = task.train_data(999, torch.tensor([5, 6]), "cpu")
+    with torch.no_grad():
+        return batched.answer_attention(arch, w, tokens, task.answer_start).double().mean((1, 3)), keys
+
+
+def test_operand_floor_keeps_every_query_reading_both_operands():
+    """From the same start, a 3-digit adder's sum-digit queries starve an operand (mass
+    < 0.01) within 60 steps without the floor, and hold >= 0.25 on each with it at 0.3."""
     lowest = []
     for floor in (0.0, 0.3):
-        tcfg = dataclasses.replace(cfg.train, operand_floor=floor, operand_floor_weight=1.0)
-        w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0, 1]).items()}
-        opt = trainer.make_optimizer(w, tcfg)
-        for step in range(60):
-            tokens, labels = task.train_data(step, torch.tensor([5, 6]), "cpu")
-            trainer.train_step(arch, w, opt, tokens, labels, task.answer_start, tcfg, operand_keys=(a_pos, b_pos))
-        tokens, _ = task.train_data(999, torch.tensor([5, 6]), "cpu")
-        with torch.no_grad():
-            mean = batched.answer_attention(arch, w, tokens, task.answer_start).double().mean((1, 3))
+        mean, (a_pos, b_pos) = adder_attention_after_60_steps(operand_floor=floor)
+        assert (a_pos, b_pos) == ([2, 1, 0], [6, 5, 4])  # "abc+def=": units of a at 2, of b at 6
         lowest.append(min(mean[:, i, p].min().item() for i in range(3) for p in (a_pos[i], b_pos[i])))
     assert lowest[0] < 0.01 and lowest[1] >= 0.25
+
+
+def test_carry_floor_keeps_every_query_reading_the_place_below():
+    """Without the floor one query's mass on the place below falls under 0.01 within 60
+    steps; with it at 0.2 every query above the units keeps >= 0.15 there."""
+    lowest = []
+    for floor in (0.0, 0.2):
+        mean, (a_pos, b_pos) = adder_attention_after_60_steps(carry_floor=floor)
+        lowest.append(min((mean[:, i, a_pos[i - 1]] + mean[:, i, b_pos[i - 1]]).min().item() for i in (1, 2)))
+    assert lowest[0] < 0.01 and lowest[1] >= 0.15
 
 
 def test_operand_floor_refusals(tiny_config):
@@ -447,6 +477,10 @@ def test_operand_floor_refusals(tiny_config):
         tiny_config.replace(operand_floor=0.1).validate()
     with pytest.raises(ConfigError, match="operand_floor reads the attention of a 1-layer model"):
         adder.replace(operand_floor=0.1, n_layers=2).validate()
+    with pytest.raises(ConfigError, match=r"carry_floor must be in \[0, 1\)"):
+        adder.replace(carry_floor=1.0).validate()
+    with pytest.raises(ConfigError, match="carry_floor needs the addition task"):
+        tiny_config.replace(carry_floor=0.1).validate()
     with pytest.raises(ConfigError, match="operand_floor_weight must be >= 0"):
         adder.replace(operand_floor_weight=-1.0).validate()
     cfg = adder.replace(n_digits=2, curriculum="1-2:10", batch_size=8, operand_floor=0.1)
@@ -454,5 +488,5 @@ def test_operand_floor_refusals(tiny_config):
     arch = batched.Architecture.for_task(cfg.model, task)
     w = {n: t.requires_grad_(True) for n, t in batched.init_weights(arch, [0]).items()}
     tokens, labels = task.train_data(0, torch.tensor([1]), "cpu")
-    with pytest.raises(ConfigError, match="needs the operand digits' positions"):
+    with pytest.raises(ConfigError, match="need the operand digits' positions"):
         trainer.train_step(arch, w, trainer.make_optimizer(w, cfg.train), tokens, labels, task.answer_start, cfg.train)
