@@ -357,6 +357,24 @@ def _adder_777() -> RunConfig:
     )
 
 
+def _adder_777_floors() -> RunConfig:
+    # The 777 architecture with issue 13's recipe (README, "Towards a reliable 777 adder"):
+    # half of every batch gets a planted carry chain; one short 1-3-digit stage trains the
+    # units digit first; eq_pull keeps the `=` query on its neighbours' line; the lr decays
+    # to 0 (no relapse at the end); the attention floors keep every sum digit's query on both
+    # of its operand digits and on the place below: without them a query's softmax saturates
+    # on one operand or off the carry in, and that digit stays at chance or at ~0.7 for good.
+    # Measured: analyses/results/adder_recipe_carry_floor (screen), adder_recipe_floors_heldout.
+    base = _adder_777()
+    return RunConfig(
+        task=dataclasses.replace(base.task, carry_boost=0.5, curriculum="1-3:2000,1-10:25000"),
+        model=base.model,
+        train=dataclasses.replace(base.train, min_lr=0.0, eq_pull=0.001, operand_floor=0.1, carry_floor=0.05,
+                                  operand_floor_weight=0.01),
+        preset="adder-777-floors",
+    )
+
+
 def _mini_grok() -> RunConfig:
     # A small model that memorises by epoch ~240 and groks (test acc >= 99%) around 2,100:
     # small enough (16k parameters) to commit 150 checkpoints as the reference run.
@@ -377,10 +395,11 @@ PRESET_DESCRIPTIONS = {
     "grok-d7": "a + b mod 31 at d_model 7 (7 heads of width 1, d_mlp 112, tied, 50% train): groks in 4 of 5 screening seeds, 15 of 30 held out (--op mul 4/10, sub 2/10, div 0/10)",
     "mini-grok": "a + b mod 59, d_model 32: memorises by ~250 epochs, groks near 2,100 (the committed reference run)",
     "adder-777": "the 777-parameter 10-digit adder (1 layer, d_model 7, tied, no biases); a seed lottery, seed 8 won",
+    "adder-777-floors": "the same 777 parameters with issue 13's recipe: carry chains, a short curriculum, eq_pull, lr to 0, attention floors on the operands and the carry in",
 }
 
 PRESETS = {"nanda": _nanda, "menon-d7": _menon_d7, "modular-d7": _modular_d7, "grok-d7": _grok_d7,
-           "mini-grok": _mini_grok, "adder-777": _adder_777}
+           "mini-grok": _mini_grok, "adder-777": _adder_777, "adder-777-floors": _adder_777_floors}
 
 
 def preset(name: str) -> RunConfig:

@@ -97,7 +97,7 @@ def test_presets_are_described_with_the_fields_that_matter():
 
     out = CliRunner().invoke(main, ["presets"]).output
     blocks = {b.split()[0]: b for b in out.split("\n") if b and not b.startswith(" ")}
-    assert set(blocks) == {"adder-777", "grok-d7", "menon-d7", "mini-grok", "modular-d7", "nanda"}
+    assert set(blocks) == {"adder-777", "adder-777-floors", "grok-d7", "menon-d7", "mini-grok", "modular-d7", "nanda"}
     assert "Nanda et al." in blocks["nanda"]
     adder = out[out.index("adder-777"):out.index("\ngrok-d7")]
     assert "curriculum=" in adder and "p=113" not in adder and "train_frac" not in adder

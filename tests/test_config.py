@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from grokscope.config import RunConfig, preset
@@ -50,3 +52,19 @@ def test_unknown_field_and_preset():
 
 def test_is_prime():
     assert [n for n in range(30) if is_prime(n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]
+
+
+def test_adder_floors_preset_is_the_recipe_its_held_out_sweep_measured():
+    """`adder-777-floors` equals `adder-777` with the overrides of the spec whose table the
+    README reports (seed and preset name aside), and keeps the 777 parameters."""
+    from grokscope import batched
+    from grokscope.sweep import load_spec
+    from grokscope.tasks import make_task
+
+    spec = load_spec(Path(__file__).parents[1] / "analyses" / "adder_recipe_floors_heldout.toml")
+    measured = preset(spec.preset).replace(**spec.overrides, seed=8)
+    ours = preset("adder-777-floors")
+    assert ours.replace(seed=8).to_dict() | {"preset": None} == measured.to_dict() | {"preset": None}
+    ours.validate()
+    arch = batched.Architecture.for_task(ours.model, make_task(ours.task))
+    assert batched.n_params(arch) == 777
