@@ -94,6 +94,9 @@ class TrainConfig:
     # floor on the mass each sum digit's query (above the units) puts on the place below, the
     # carry in (`losses.carry_floor_penalty`; 0 = off); weighted by operand_floor_weight
     carry_floor: float = 0.0
+    # the carry floor on the carry-out digit's query too (on the top place): a failed adder
+    # whose other digits pass can leave that digit at binary chance
+    carry_floor_final: bool = False
     operand_floor_weight: float = 0.01  # the floor penalties' weight in the objective
     operand_floor_batch: int = 64  # examples of each batch the penalty's attention is measured on
     log_every: int = 10
@@ -212,6 +215,8 @@ class RunConfig:
                 raise ConfigError(f"{name} needs the addition task (operand digits per answer place), got '{self.task.task}'")
             if getattr(tr, name) > 0 and self.model.n_layers != 1:
                 raise ConfigError(f"{name} reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
+        if tr.carry_floor_final and tr.carry_floor == 0:
+            raise ConfigError("carry_floor_final needs carry_floor > 0 (it extends the carry floor to the carry-out digit)")
         if tr.operand_floor_weight < 0:
             raise ConfigError(f"operand_floor_weight must be >= 0, got {tr.operand_floor_weight}")
         if tr.operand_floor_batch < 1:
@@ -452,6 +457,7 @@ FIELD_HELP: dict[str, str] = {
     "eq_pull": "penalty weight on the `=` position's distance from 2 P[=+1] - P[=+2], its neighbours' line (0 = off)",
     "operand_floor": "floor on each sum digit's attention mass on each of its two operand digits; below it a log penalty (0 = off)",
     "carry_floor": "floor on each sum digit's (above the units) attention mass on the place below; below it a log penalty (0 = off)",
+    "carry_floor_final": "apply the carry floor to the carry-out digit's query too (on the top place)",
     "operand_floor_weight": "weight of the operand- and carry-floor penalties in the objective",
     "operand_floor_batch": "examples per batch the floor penalties measure attention on",
     "log_every": "log metrics every N steps (and at every checkpoint)",

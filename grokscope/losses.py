@@ -84,16 +84,20 @@ def operand_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: 
 
 
 def carry_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: list[int], b_pos: list[int],
-                        floor: float) -> Float[Tensor, "K"]:
+                        floor: float, final_carry: bool = False) -> Float[Tensor, "K"]:
     """Each model's sum over places i >= 1 of max(0, log floor - log m), m being the
     attention mass from answer query i onto both operand digits of place i - 1 (positions
     a_pos[i-1] and b_pos[i-1], the carry into place i), averaged over the batch and the
     heads, in float64. Zero once every sum digit's query above the units puts at least
-    `floor` on the place below."""
-    places = torch.arange(1, len(a_pos), device=pattern.device)
+    `floor` on the place below. With `final_carry`, query n (the carry-out digit, n =
+    len(a_pos)) counts too, on place n - 1: it has no operand digits of its own, and one
+    that reads neither of place n - 1's is at binary chance."""
+    top = len(a_pos) + 1 if final_carry else len(a_pos)
+    places = torch.arange(1, top, device=pattern.device)
     mean = pattern.to(torch.float64).mean(dim=(1, 3))  # (K, n_ans, pos)
-    below = (mean[:, places, torch.tensor(a_pos[:-1], dtype=torch.long, device=pattern.device)]
-             + mean[:, places, torch.tensor(b_pos[:-1], dtype=torch.long, device=pattern.device)])  # (K, n - 1)
+    below_a = torch.tensor(a_pos[: top - 1], dtype=torch.long, device=pattern.device)
+    below_b = torch.tensor(b_pos[: top - 1], dtype=torch.long, device=pattern.device)
+    below = mean[:, places, below_a] + mean[:, places, below_b]  # (K, top - 1)
     return (math.log(floor) - below.clamp_min(1e-30).log()).clamp_min(0.0).sum(1)
 
 

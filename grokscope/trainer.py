@@ -221,8 +221,8 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
             objective = objective + tcfg.operand_floor_weight * operand_floor_penalty(pattern, *operand_keys,
                                                                                       tcfg.operand_floor)
         if tcfg.carry_floor > 0:
-            objective = objective + tcfg.operand_floor_weight * carry_floor_penalty(pattern, *operand_keys,
-                                                                                    tcfg.carry_floor)
+            objective = objective + tcfg.operand_floor_weight * carry_floor_penalty(
+                pattern, *operand_keys, tcfg.carry_floor, final_carry=tcfg.carry_floor_final)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)

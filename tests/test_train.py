@@ -428,6 +428,20 @@ def test_carry_floor_penalty_known_values():
     assert carry_floor_penalty(pattern, [2], [6], 0.2).item() == 0.0  # one place: nothing carries in
 
 
+def test_carry_floor_penalty_final_carry_counts_the_carry_out_query():
+    """With final_carry, query n (the carry-out digit) is floored on place n - 1 as well;
+    without it that query never counts."""
+    pattern = torch.zeros(1, 1, 4, 1, 8, dtype=torch.float64)  # 3 places + the carry-out query (row 3)
+    pattern[0, 0, 1, 0, 2] = 0.3  # places 1 and 2 read the place below at 0.3
+    pattern[0, 0, 2, 0, 1] = 0.3
+    pattern[0, 0, 3, 0, 0] = 0.01  # the carry-out query: 0.01 on a's top digit, 0.03 on b's
+    pattern[0, 0, 3, 0, 4] = 0.03
+    a_pos, b_pos = [2, 1, 0], [6, 5, 4]
+    assert carry_floor_penalty(pattern, a_pos, b_pos, 0.2).item() == 0.0
+    assert carry_floor_penalty(pattern, a_pos, b_pos, 0.2, final_carry=True).item() == pytest.approx(
+        math.log(0.2 / 0.04))
+
+
 def adder_attention_after_60_steps(**floors):
     """A 3-digit adder-777 pair (seeds 0, 1) trained 60 steps with the floor settings
     `floors` (weight 1): its mean attention (K, n_ans, pos) on a fresh batch, and the
@@ -469,6 +483,17 @@ def test_carry_floor_keeps_every_query_reading_the_place_below():
     assert lowest[0] < 0.01 and lowest[1] >= 0.15
 
 
+def test_carry_floor_final_keeps_the_carry_out_query_reading_the_top_place():
+    """The carry-out digit's query (row 3 of a 3-digit adder) holds >= 0.15 on the top place
+    (a's and b's hundreds digits) with carry_floor 0.2 and carry_floor_final, and is not
+    held there by the carry floor alone (deterministic: seeds 0, 1)."""
+    masses = []
+    for final in (False, True):
+        mean, (a_pos, b_pos) = adder_attention_after_60_steps(carry_floor=0.2, carry_floor_final=final)
+        masses.append((mean[:, 3, a_pos[2]] + mean[:, 3, b_pos[2]]).min().item())
+    assert masses[0] < 0.15 <= masses[1]  # measured: 0.14 without, 0.27 with
+
+
 def test_operand_floor_refusals(tiny_config):
     adder = grokscope.preset("adder-777")
     with pytest.raises(ConfigError, match=r"operand_floor must be in \[0, 0.5\)"):
@@ -481,6 +506,8 @@ def test_operand_floor_refusals(tiny_config):
         adder.replace(carry_floor=1.0).validate()
     with pytest.raises(ConfigError, match="carry_floor needs the addition task"):
         tiny_config.replace(carry_floor=0.1).validate()
+    with pytest.raises(ConfigError, match="carry_floor_final needs carry_floor > 0"):
+        adder.replace(carry_floor_final=True).validate()
     with pytest.raises(ConfigError, match="operand_floor_weight must be >= 0"):
         adder.replace(operand_floor_weight=-1.0).validate()
     cfg = adder.replace(n_digits=2, curriculum="1-2:10", batch_size=8, operand_floor=0.1)
