@@ -7,7 +7,8 @@
 
 For each run: `grokscope verify`'s protocol (greedy decoding on 10,000 random pairs, seed
 2025, plus the edge cases), its per-digit accuracy, and how the run's transition is
-classified. Writes `seeds.csv` (one row per run) and `summary.txt` (runs at >= 99% exact
+classified; `digits_at_chance` lists the sum digits below 0.3 (chance 0.1) and the carry-out
+digit below 0.7 (it is 1 in about half the pairs, so a constant guess scores ~0.5). Writes `seeds.csv` (one row per run) and `summary.txt` (runs at >= 99% exact
 match with a 95% Wilson interval). A sweep whose grid varies more than the seed (a cliff, e.g.
 analyses/adder_cliff_eqpull.toml) gets one summary line per configuration: the run's grid
 values other than the seed, with its parameter count.
@@ -28,6 +29,9 @@ from grokscope.run import is_run_dir
 from grokscope.sweep import param_count_of
 from grokscope.sweep_report import wilson_interval
 from grokscope.tasks.addition.verify import load_addition_model, verify_model
+
+SUM_CHANCE = 0.3  # a sum digit below this is at chance (ten classes: 0.1)
+CARRY_OUT_CHANCE = 0.7  # the carry-out digit is 0 or 1, each in about half the pairs
 
 
 def main() -> None:
@@ -52,7 +56,8 @@ def main() -> None:
                      "verify_exact": res.accuracy, "edge_exact": res.edge_accuracy,
                      "worst_digit": int(min(range(len(res.digit_acc)), key=lambda i: res.digit_acc[i])),
                      "worst_digit_acc": min(res.digit_acc),
-                     "digits_at_chance": " ".join(f"d{i}" for i, x in enumerate(res.digit_acc) if x < 0.3),
+                     "digits_at_chance": " ".join(f"d{i}" for i, x in enumerate(res.digit_acc)
+                                                  if x < (CARRY_OUT_CHANCE if i == len(res.digit_acc) - 1 else SUM_CHANCE)),
                      "final_test_acc": float(m["test_acc"].iloc[-1]),
                      "transition": tr.kind})
         print(rows[-1], flush=True)

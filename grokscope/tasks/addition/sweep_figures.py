@@ -10,7 +10,8 @@ the final checkpoint and, per answer digit i = 0 (units) .. n:
   own test set;
 - ``mass_same``: mean attention mass from q_i onto a_i and b_i (`attention_alignment`, the
   operand digits of place i; i = n, the last carry digit, has none and is NaN);
-- ``mass_prev``: mass onto a_{i-1} and b_{i-1} (NaN for i = 0 and i = n);
+- ``mass_prev``: mass onto a_{i-1} and b_{i-1} (NaN for i = 0); for i = n, the carry-out
+  digit, the top place it is the carry of;
 - ``top_key``, ``top_mass``: the key position q_i attends to most ("a3", "b3", "=", "s2",
   ...; `key_labels`) and its mean mass;
 - ``learned_at``: the first logged step at which test digit i's accuracy reached 0.9
@@ -43,6 +44,7 @@ import torch
 from grokscope.errors import GrokscopeError
 from grokscope.figures import Figure
 from grokscope.run import load_run
+from grokscope.tasks.addition.format import operand_positions
 from grokscope.tasks.addition.measures import attention_alignment, key_labels, teacher_forced_scores
 
 N_PAIRS = 1_000
@@ -116,7 +118,11 @@ def digit_fates(run_dir: str | Path, n_pairs: int = N_PAIRS) -> pd.DataFrame:
         column = f"test_digit{i}_acc"
         hit = metrics.loc[metrics[column] >= LEARNED, "step"] if column in metrics else pd.Series([], dtype=int)
         mass_a, mass_b = (align[k][i].item() if i < n else math.nan for k in ("mass_a", "mass_b"))
-        prev = (align["mass_a_prev"][i] + align["mass_b_prev"][i]).item() if 0 < i < n else math.nan
+        if i == n:  # the carry-out digit reads the top place (no operands of its own)
+            a_pos, b_pos = operand_positions(n)
+            prev = (mean_pattern[n, a_pos[n - 1]] + mean_pattern[n, b_pos[n - 1]]).item()
+        else:
+            prev = (align["mass_a_prev"][i] + align["mass_b_prev"][i]).item() if i > 0 else math.nan
         above = (align["mass_a_next"][i] + align["mass_b_next"][i]).item() if i < n else math.nan
         top = int(mean_pattern[i].argmax())
         acc = right[:, i].double().mean().item()

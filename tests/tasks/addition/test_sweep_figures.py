@@ -56,6 +56,7 @@ def test_digit_fates_of_the_reference_adder_are_learned_and_aligned(two_seeds):
     # each of digits 0-9 attends most to its own place's a or b digit
     assert all(key in (f"a{i}", f"b{i}") for i, key in enumerate(fates["top_key"].iloc[:10]))
     assert pd.isna(fates["mass_prev"].iloc[0]) and (fates["mass_prev"].iloc[1:10] < 0.2).all()
+    assert fates["mass_prev"].iloc[10] > 0.05  # the carry-out digit reads the top place a9, b9
     # from metrics.jsonl: digits 3 and 4 were the last to be learned (~16,600)
     assert fates["learned_at"].iloc[3] > 15_000 and fates["learned_at"].iloc[1] < 5_000
 
