@@ -61,7 +61,7 @@ def test_adder_floors_preset_is_the_recipe_its_held_out_sweep_measured():
     from grokscope.sweep import load_spec
     from grokscope.tasks import make_task
 
-    spec = load_spec(Path(__file__).parents[1] / "analyses" / "adder_recipe_floors_heldout.toml")
+    spec = load_spec(Path(__file__).parents[1] / "analyses" / "adder_recipe_carry_final_heldout.toml")
     measured = preset(spec.preset).replace(**spec.overrides, seed=8)
     ours = preset("adder-777-floors")
     assert ours.replace(seed=8).to_dict() | {"preset": None} == measured.to_dict() | {"preset": None}
