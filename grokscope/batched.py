@@ -61,6 +61,9 @@ class Architecture:
     biases: bool
     init_std: float
     eps: float = 1e-5
+    # TransformerLens's "shortformer" positions: W_pos is added to the (normed) query and key
+    # inputs of every block, not to the residual stream
+    shortformer: bool = False
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int) -> "Architecture":
@@ -71,6 +74,7 @@ class Architecture:
             layer_norm=cfg.normalization == "LN", tied=cfg.tied_embeddings, biases=cfg.biases,
             # TransformerLens's default std when none is given: 0.8 / sqrt(d_model).
             init_std=cfg.init_range if cfg.init_range > 0 else 0.8 / math.sqrt(cfg.d_model),
+            shortformer=cfg.positional_embedding == "shortformer",
         )
 
     @classmethod
@@ -227,15 +231,21 @@ def _mlp_unembed(arch: Architecture, weights: Weights, resid: Tensor, prefix: st
     return logits, post
 
 
-def _answer_qkv(arch: Architecture, weights: Weights, normed: Tensor, flat: Tensor, first: int, per: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _answer_qkv(arch: Architecture, weights: Weights, normed: Tensor, qk_in: Tensor, flat: Tensor, first: int,
+                per: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Queries (K, batch, n_ans, h, e) at positions `first`.., keys and values (K, batch,
     pos, h, e) and the (n_ans, pos) mask of future keys, from the LayerNormed (position,
-    token) table `normed` (K, pos, vocab, d) and the inputs' rows `flat` of it."""
+    token) table `normed` (K, pos, vocab, d; the values' input), the queries' and keys'
+    input table `qk_in` (the same tensor unless shortformer) and the inputs' rows `flat`."""
     attn, h, e = "blocks.0.attn.", arch.n_heads, arch.d_head
     n_pos = normed.shape[1]
     w_qkv = torch.cat([weights[attn + "W_Q"], weights[attn + "W_K"], weights[attn + "W_V"]], dim=-1)
-    qkv_tab = torch.einsum("krd,khdf->krhf", normed.flatten(1, 2), w_qkv)  # (K, pos*vocab, h, 3e)
+    if qk_in is normed:
+        qkv_tab = torch.einsum("krd,khdf->krhf", normed.flatten(1, 2), w_qkv)  # (K, pos*vocab, h, 3e)
+    else:
+        qk_tab = torch.einsum("krd,khdf->krhf", qk_in.flatten(1, 2), w_qkv[..., : 2 * e])
+        v_tab = torch.einsum("krd,khdf->krhf", normed.flatten(1, 2), weights[attn + "W_V"])
+        qkv_tab = torch.cat([qk_tab, v_tab], dim=-1)
     if arch.biases:
         qkv_tab = qkv_tab + torch.cat([weights[attn + n] for n in ("b_Q", "b_K", "b_V")], -1)[:, None]
     kv = _rows(qkv_tab[..., e:].flatten(2), flat, per).unflatten(-1, (h, 2 * e))
@@ -247,14 +257,23 @@ def _answer_qkv(arch: Architecture, weights: Weights, normed: Tensor, flat: Tens
 
 
 def _position_token_table(arch: Architecture, weights: Weights, tokens: Tensor
-                          ) -> tuple[Tensor, Tensor, Tensor, bool]:
-    """(table (K, pos, vocab, d) of W_E[token] + W_pos[position], its ln1-normed copy, the
-    inputs' row indices into the flattened table, whether `tokens` is per model)."""
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    """(table (K, pos, vocab, d) of the residual stream entering the block: W_E[token] +
+    W_pos[position], or W_E[token] alone with shortformer positions; its ln1-normed copy (the
+    values' input); the queries' and keys' input (the normed copy itself, or it + W_pos with
+    shortformer positions); the inputs' row indices into the flattened table; whether
+    `tokens` is per model)."""
     n_pos, per = tokens.shape[-1], tokens.dim() == 3
-    table = weights["embed.W_E"][:, None] + weights["pos_embed.W_pos"][:, :n_pos, None]  # (K, pos, vocab, d)
-    normed = _norm(table, weights, "blocks.0.ln1", arch)
+    pos = weights["pos_embed.W_pos"][:, :n_pos, None]  # (K, pos, 1, d)
+    if arch.shortformer:
+        table = weights["embed.W_E"][:, None].expand(-1, n_pos, -1, -1)
+        normed = _norm(table, weights, "blocks.0.ln1", arch)
+        qk_in = normed + pos
+    else:
+        table = weights["embed.W_E"][:, None] + pos  # (K, pos, vocab, d)
+        normed = qk_in = _norm(table, weights, "blocks.0.ln1", arch)
     flat = tokens + torch.arange(n_pos, device=tokens.device) * arch.d_vocab  # rows of the (pos*vocab) table
-    return table, normed, flat, per
+    return table, normed, qk_in, flat, per
 
 
 def answer_attention(
@@ -263,8 +282,8 @@ def answer_attention(
     """Attention patterns of a 1-layer model's queries at positions `first`..pos-1 over every
     key position (0 on future keys), for K models: the rows of HookedTransformer's
     `blocks.0.attn.hook_pattern` at those queries, with the head axis after the query axis."""
-    _, normed, flat, per = _position_token_table(arch, weights, tokens)
-    q, k, _, mask = _answer_qkv(arch, weights, normed, flat, first, per)
+    _, normed, qk_in, flat, per = _position_token_table(arch, weights, tokens)
+    q, k, _, mask = _answer_qkv(arch, weights, normed, qk_in, flat, first, per)
     scores = torch.einsum("kbqhe,kbshe->kbqhs", q, k) / math.sqrt(arch.d_head)
     return scores.masked_fill(mask[:, None], float("-inf")).softmax(dim=-1)
 
@@ -284,18 +303,22 @@ def answer_forward(
     n_pos, batch = tokens.shape[-1], tokens.shape[-2]
     vocab, h, e = arch.d_vocab, arch.n_heads, arch.d_head
     attn = "blocks.0.attn."
-    table, normed, flat, per = _position_token_table(arch, weights, tokens)
+    table, normed, qk_in, flat, per = _position_token_table(arch, weights, tokens)
     scale = math.sqrt(e)
     if first == n_pos - 1:
         # One query that sees every position (the modular tasks): elementwise products beat
         # per-example 1 x d_head matmuls.
         kv_w = torch.cat([weights[attn + "W_K"], weights[attn + "W_V"]], dim=-1)  # (K, h, d, 2e)
-        kv_tab = torch.einsum("kpvd,khdf->kpvhf", normed, kv_w)
+        if qk_in is normed:
+            kv_tab = torch.einsum("kpvd,khdf->kpvhf", normed, kv_w)
+        else:  # shortformer: keys see the positions, values do not
+            kv_tab = torch.cat([torch.einsum("kpvd,khdf->kpvhf", qk_in, weights[attn + "W_K"]),
+                                torch.einsum("kpvd,khdf->kpvhf", normed, weights[attn + "W_V"])], dim=-1)
         if arch.biases:
             kv_tab = kv_tab + torch.cat([weights[attn + "b_K"], weights[attn + "b_V"]], -1)[:, None, None]
         kv = _rows(kv_tab.reshape(K, n_pos * vocab, h * 2 * e), flat, per).unflatten(-1, (h, 2 * e))
         k, v = kv.split(e, dim=-1)  # (K, batch, pos, h, e); split: its backward is a cat, not zero-fill + copy
-        q_tab = _bias(weights, attn + "b_Q", torch.einsum("kvd,khde->kvhe", normed[:, -1], weights[attn + "W_Q"]))
+        q_tab = _bias(weights, attn + "b_Q", torch.einsum("kvd,khde->kvhe", qk_in[:, -1], weights[attn + "W_Q"]))
         last = tokens[..., -1]
         q = _rows(q_tab.reshape(K, vocab, h * e), last, per).unflatten(-1, (h, e))  # (K, batch, h, e)
         scores = (k * q[:, :, None]).sum(-1) / scale  # (K, batch, pos, h)
@@ -304,7 +327,7 @@ def answer_forward(
         resid = (_rows(table[:, -1], last, per) + attn_out)[:, :, None]  # (K, batch, 1, d)
     else:
         # Several answer positions (the adder): a q/k/v table, then causal attention.
-        q, k, v, mask = _answer_qkv(arch, weights, normed, flat, first, per)
+        q, k, v, mask = _answer_qkv(arch, weights, normed, qk_in, flat, first, per)
         if FUSED_ATTENTION.get(tokens.device.type, False):
             # The fused attention kernel: its default scale is TransformerLens's 1 / sqrt(d_head).
             z = F.scaled_dot_product_attention(q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3),
@@ -327,15 +350,19 @@ def forward(
     number of layers: HookedTransformer's forward computed over every position."""
     K = weights["embed.W_E"].shape[0]
     n_pos, per = tokens.shape[-1], tokens.dim() == 3
-    x = _rows(weights["embed.W_E"], tokens, per) + weights["pos_embed.W_pos"][:, None, :n_pos]  # (K, batch, pos, d)
+    pos = weights["pos_embed.W_pos"][:, None, :n_pos]  # (K, 1, pos, d)
+    x = _rows(weights["embed.W_E"], tokens, per)  # (K, batch, pos, d)
+    if not arch.shortformer:
+        x = x + pos
     batch = x.shape[1]
     causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(1)
     post = x
     for i in range(arch.n_layers):
         b = f"blocks.{i}."
         y = _norm(x, weights, b + "ln1", arch)
-        q, k, v = (_bias(weights, b + "attn.b_" + n, torch.einsum("kbpd,khde->kbphe", y, weights[b + "attn.W_" + n]))
-                   for n in ("Q", "K", "V"))
+        y_qk = y + pos if arch.shortformer else y  # shortformer: every block's queries and keys see W_pos
+        q, k, v = (_bias(weights, b + "attn.b_" + n, torch.einsum("kbpd,khde->kbphe", inp, weights[b + "attn.W_" + n]))
+                   for n, inp in (("Q", y_qk), ("K", y_qk), ("V", y)))
         scores = torch.einsum("kbqhe,kbshe->kbhqs", q, k) / math.sqrt(arch.d_head)
         pattern = scores.masked_fill(causal, float("-inf")).softmax(dim=-1)
         z = torch.einsum("kbhqs,kbshe->kbqhe", pattern, v)

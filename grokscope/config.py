@@ -17,6 +17,9 @@ from grokscope.tasks.registry import get_task
 
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
 NORMALIZATIONS = ("none", "LN")
+# TransformerLens positional_embedding_type values grokscope trains: "standard" adds W_pos to
+# the residual stream; "shortformer" adds it only to the attention's query and key inputs.
+POSITIONAL_EMBEDDINGS = ("standard", "shortformer")
 LOSSES = ("cross_entropy", "stablemax")
 GRAD_FILTERS = ("none", "ema", "ma")
 LR_SCHEDULES = ("constant", "cosine")
@@ -57,6 +60,9 @@ class ModelConfig:
     biases: bool = True
     seed: int = 999
     init_range: float = 0.0  # std of the N(0, std) weight init; 0 = TransformerLens's 0.8/sqrt(d_model)
+    # "shortformer": W_pos enters the queries and keys only, so the residual stream (values,
+    # MLP, unembedding) carries the tokens alone: positions cost no residual dimensions
+    positional_embedding: str = "standard"
 
 
 @dataclass
@@ -190,6 +196,9 @@ class RunConfig:
             raise ConfigError(
                 f"unknown normalization '{m.normalization}' (choose from {', '.join(NORMALIZATIONS)})"
             )
+        if m.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            raise ConfigError(f"unknown positional_embedding '{m.positional_embedding}' "
+                              f"(choose from {', '.join(POSITIONAL_EMBEDDINGS)})")
         if m.init_range < 0:
             raise ConfigError(f"init_range must be >= 0 (0 = TransformerLens default), got {m.init_range}")
         if tr.epochs < 1:
@@ -438,6 +447,7 @@ FIELD_HELP: dict[str, str] = {
     "d_mlp": "MLP hidden width",
     "act_fn": f"MLP activation: {', '.join(ACT_FNS)}",
     "normalization": "none | LN",
+    "positional_embedding": "standard (W_pos added to the residual stream) | shortformer (to queries and keys only)",
     "tied_embeddings": "unembedding is the embedding transposed (one parameter)",
     "biases": "biases in attention, MLP and unembedding",
     "seed": "model initialisation seed",

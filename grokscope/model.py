@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from grokscope import batched
 from grokscope import checkpoints as ckpt
 from grokscope.config import ModelConfig
-from grokscope.errors import CheckpointError
+from grokscope.errors import CheckpointError, ConfigError
 
 TL_VERSION = version("transformer-lens")
 TL_MAJOR = int(TL_VERSION.split(".")[0])
@@ -142,7 +142,7 @@ def hooked_config(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, 
         d_vocab=d_vocab,
         d_vocab_out=d_vocab_out,
         n_ctx=n_ctx,
-        positional_embedding_type="standard",
+        positional_embedding_type=cfg.positional_embedding,
         device=device,
         seed=None,  # seeding is ours (below): TL's seed would reseed Python/numpy globally
         initializer_range=cfg.init_range if cfg.init_range > 0 else -1.0,  # -1: TL's 0.8/sqrt(d_model)
@@ -190,6 +190,9 @@ def build_model(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, de
 
 def _build_bridge(cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, device: str) -> Model:
     """TL 4: the native transformer with grokscope's edits, wrapped in a TransformerBridge."""
+    if cfg.positional_embedding != "standard":
+        raise ConfigError(f"positional_embedding '{cfg.positional_embedding}' needs transformer-lens 3.x "
+                          f"(TL {TL_VERSION}'s native model has standard and rotary positions only)")
     tl_cfg = hooked_config(cfg, d_vocab, d_vocab_out, n_ctx, "cpu")
     with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws from the global RNG
         native = NativeModel(tl_cfg)

@@ -12,7 +12,7 @@ import torch
 
 from grokscope import batched
 from grokscope.config import ModelConfig, preset
-from grokscope.model import build_model, checkpoint_grads, checkpoint_state, load_weights, param_count, weight_tensors
+from grokscope.model import TL_MAJOR, build_model, checkpoint_grads, checkpoint_state, load_weights, param_count, weight_tensors
 
 ARCHS = {
     "mini-grok": (preset("mini-grok").model, 60, 59, 3),
@@ -23,11 +23,20 @@ ARCHS = {
                                          normalization="LN", seed=3), 12, 11, 5),
     "silu-3-heads": (ModelConfig(d_model=12, n_heads=3, d_head=4, d_mlp=24, act_fn="silu", seed=5,
                                  init_range=0.4), 9, 8, 4),
+    # shortformer positions (W_pos in the queries and keys only): the modular and adder tables
+    "grok-d7-shortformer": (dataclasses.replace(preset("grok-d7").model, positional_embedding="shortformer"),
+                            32, 31, 3),
+    "ln-shortformer-2-layers": (ModelConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_mlp=16, normalization="LN",
+                                            positional_embedding="shortformer", seed=7), 12, 10, 6),
+    "adder-shortformer": (dataclasses.replace(preset("adder-777").model, positional_embedding="shortformer"),
+                          14, 14, 35),
 }
 
 
 def _setup(name, seeds):
     cfg, vocab, vocab_out, ctx = ARCHS[name]
+    if cfg.positional_embedding == "shortformer" and TL_MAJOR >= 4:
+        pytest.skip("TL 4's native model has no shortformer positions (tests/test_model.py checks the refusal)")
     arch = batched.Architecture.from_config(cfg, vocab, vocab_out, ctx)
     models = [build_model(dataclasses.replace(cfg, seed=s), vocab, vocab_out, ctx) for s in seeds]
     return arch, models
@@ -86,7 +95,7 @@ def test_logits_and_mlp_activations_equal_hooked_transformers(name):
         assert _close(batched.answer_forward(arch, weights, tokens, first)[1], ref_post)
 
 
-@pytest.mark.parametrize("name", ["adder-777", "adder-untied-biases", "silu-3-heads"])
+@pytest.mark.parametrize("name", ["adder-777", "adder-untied-biases", "silu-3-heads", "adder-shortformer"])
 def test_answer_attention_equals_hooked_transformers_pattern(name):
     arch, models = _setup(name, [6, 7])
     with torch.no_grad():
@@ -104,7 +113,8 @@ def test_answer_attention_equals_hooked_transformers_pattern(name):
     assert torch.all(ours.sum(-1).sub(1).abs() < 1e-5)
 
 
-@pytest.mark.parametrize("name", ["mini-grok", "adder-777", "ln-gelu_new-2-layers"])
+@pytest.mark.parametrize("name", ["mini-grok", "adder-777", "ln-gelu_new-2-layers", "grok-d7-shortformer",
+                                  "ln-shortformer-2-layers"])
 def test_gradients_equal_each_hooked_transformers_own(name):
     arch, models = _setup(name, [4, 5])
     weights = {n: w.requires_grad_(True) for n, w in batched.init_weights(arch, [4, 5]).items()}

@@ -32,6 +32,7 @@ def test_json_round_trip():
         ({"op": "pow"}, "unknown op"),
         ({"act_fn": "tanh"}, "unknown act_fn"),
         ({"loss": "mse"}, "unknown loss"),
+        ({"positional_embedding": "rotary"}, "unknown positional_embedding"),
         ({"epochs": 0}, "epochs"),
     ],
 )

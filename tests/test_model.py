@@ -31,6 +31,21 @@ def test_the_installed_transformer_lens_gives_its_model_class():
     assert is_bridge(model) == (TL_MAJOR >= 4)
 
 
+def test_shortformer_positions_build_on_tl3_and_are_refused_on_tl4():
+    """Shortformer positions (W_pos in queries and keys only): TL 3's HookedTransformer has them
+    (tests/test_batched.py checks its logits against the training core); TL 4's native model does
+    not, so building one there is a one-line ConfigError, not a wrong model."""
+    from grokscope.errors import ConfigError
+
+    cfg = ModelConfig(d_model=8, n_heads=2, d_head=4, d_mlp=16, positional_embedding="shortformer", seed=1)
+    if TL_MAJOR >= 4:
+        with pytest.raises(ConfigError, match="shortformer' needs transformer-lens 3") as info:
+            build_model(cfg, d_vocab=12, d_vocab_out=10, n_ctx=4)
+        assert "\n" not in str(info.value)
+    else:
+        assert build_model(cfg, d_vocab=12, d_vocab_out=10, n_ctx=4).cfg.positional_embedding_type == "shortformer"
+
+
 def test_777_parameter_count():
     model = build_model(ADDER, d_vocab=14, d_vocab_out=14, n_ctx=35)
     assert param_count(model) == 777
