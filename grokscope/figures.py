@@ -133,9 +133,16 @@ def loss_accuracy_figure(table: pd.DataFrame, phases: Phases) -> Figure:
     for col, colour in (("train", "#636efa"), ("test", "#ef553b")):
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_loss"], name=f"{col} loss", line_color=colour), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_acc"], name=f"{col} acc", line_color=colour, line_dash="dot"), 1, 2)
+    if "test_acc_mirror_unseen" in t and t["test_acc_mirror_unseen"].notna().any():
+        # commutative modular ops: test pairs whose mirror (b, a) is not a training pair
+        fig.add_trace(go.Scatter(x=x, y=t["test_acc_mirror_unseen"], name="test acc, (b, a) not in train",
+                                 line_color="#00a36c", line_dash="dash"), 1, 2)
     fig.update_xaxes(type="log", title="step (0 drawn at 1)")
     fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
     for c in (1, 2):
         phase_shapes(fig, phases, 1, c)
     fig.update_layout(height=420, margin=dict(t=60))
-    return Figure("Loss and accuracy", "Log axes. " + PHASE_LEGEND, fig)
+    note = ("Log axes. For a commutative op the dashed green line is test accuracy on the pairs whose mirror "
+            "(b, a) is not a training pair: a model symmetric in a and b answers the others from memory. "
+            if "test_acc_mirror_unseen" in t and t["test_acc_mirror_unseen"].notna().any() else "Log axes. ")
+    return Figure("Loss and accuracy", note + PHASE_LEGEND, fig)

@@ -113,6 +113,26 @@ class ModularTask:
         """Each example's position a * p + b on the full p x p grid."""
         return self.a * self.p + self.b
 
+    def mirror_test_split(self) -> tuple[Int[Tensor, "n_seen"], Int[Tensor, "n_unseen"]] | None:
+        """For a commutative op (a op b = b op a on every enumerated pair, e.g. add, mul): the
+        test examples whose mirror (b, a) is a *training* example, and the off-diagonal test
+        examples whose mirror is also a test example, as indices into the enumeration; None for
+        other ops. A model that is symmetric in its operands answers the first set from
+        memory, so only the second measures generalisation (at train_frac 0.5 it is about a
+        quarter of the pairs)."""
+        p, n = self.p, len(self.labels)
+        where = torch.full((p * p,), -1, dtype=torch.long)
+        where[self.pair_index] = torch.arange(n)
+        mirror = where[self.b * p + self.a]  # each example's (b, a), -1 where not enumerated
+        if bool((mirror < 0).any()) or not bool((self.labels[mirror] == self.labels).all()):
+            return None
+        in_train = torch.zeros(n, dtype=torch.bool)
+        in_train[self.train_idx] = True
+        test = self.test_idx
+        seen = test[in_train[mirror[test]]]
+        unseen = test[~in_train[mirror[test]] & (self.a[test] != self.b[test])]
+        return seen, unseen
+
     def split_tensors(self) -> dict[str, Tensor]:
         """The split as tensors, for saving with a run."""
         return {"train_idx": self.train_idx.contiguous(), "test_idx": self.test_idx.contiguous()}

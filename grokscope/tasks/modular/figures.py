@@ -47,10 +47,22 @@ def modular_summary(a: Analysis) -> list[tuple[str, str]]:
 
     return [
         ("final accuracy", f"train {last['train_acc']:.4f}, test {last['test_acc']:.4f}"),
+        *mirror_summary(a),
         ("memorisation ends", fmt(p.memorisation_end)), ("cleanup", f"{fmt(p.cleanup_start)} – {fmt(p.cleanup_end)}"),
         ("grok step (test acc >= 99%)", fmt(p.grok_step)),
         ("key frequencies (final)", key_frequency_summary(a)),
     ]
+
+
+def mirror_summary(a: Analysis) -> list[tuple[str, str]]:
+    """For a commutative op: the final test accuracy split by whether each pair's mirror (b, a)
+    was a training pair (answerable from memory by symmetry) or not (generalisation)."""
+    last = a.table.iloc[-1]
+    seen, unseen = last.get("test_acc_mirror_seen"), last.get("test_acc_mirror_unseen")
+    if seen is None or unseen is None or seen != seen or unseen != unseen:
+        return []
+    return [("final test accuracy by mirror (b, a)",
+             f"{unseen:.4f} where (b, a) is not a training pair (generalisation), {seen:.4f} where it is")]
 
 
 def key_frequency_summary(a: Analysis) -> str:

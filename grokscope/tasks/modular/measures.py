@@ -127,9 +127,17 @@ def _freqs(kf: KeyFrequencySet | None) -> list[int]:
 
 
 class ModularLossAccuracy(Measure):
-    """train_loss, train_acc, test_loss, test_acc from the checkpoint (works for div too)."""
+    """train_loss, train_acc, test_loss, test_acc from the checkpoint (works for div too);
+    for commutative ops also test_acc_mirror_seen / test_acc_mirror_unseen: accuracy on the
+    test pairs whose mirror (b, a) is in the training set, and on the off-diagonal ones whose
+    mirror is not (`ModularTask.mirror_test_split`; NaN for other ops). A memoriser that is
+    symmetric in a and b gets the first set right, so the second is the generalisation."""
 
     name = "loss_accuracy"
+
+    def setup(self, ctx: CheckpointContext) -> dict:
+        # named in the fingerprint: rows of an analysis made before the mirror columns are measured again
+        return {"columns": "loss, accuracy, mirror split"}
 
     def at_checkpoint(self, ctx: CheckpointContext) -> Measured:
         task = ctx.task
@@ -139,6 +147,13 @@ class ModularLossAccuracy(Measure):
         for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
             row[f"{split}_loss"] = cross_entropy(ds_logits, task.labels, idx)
             row[f"{split}_acc"] = float((ds_logits[idx].argmax(-1) == task.labels[idx]).double().mean())
+        if "mirror_test_split" not in ctx.shared:  # the split is fixed: computed once per analysis
+            ctx.shared["mirror_test_split"] = task.mirror_test_split()
+        mirror = ctx.shared["mirror_test_split"]
+        for name, idx in zip(("seen", "unseen"), mirror or (None, None)):
+            row[f"test_acc_mirror_{name}"] = (
+                NAN if idx is None or len(idx) == 0
+                else float((ds_logits[idx].argmax(-1) == task.labels[idx]).double().mean()))
         return Measured(scalars=row)
 
 

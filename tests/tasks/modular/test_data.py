@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from grokscope.config import TaskConfig
 from grokscope.errors import ConfigError
 from grokscope.tasks import make_task
-from grokscope.tasks.modular import apply_op, modular_inverse
+from grokscope.tasks.modular import ModularTask, apply_op, modular_inverse
 
 
 def test_enumeration_and_tokens():
@@ -70,3 +70,21 @@ def test_saved_split_is_used():
     split = {"train_idx": torch.tensor([0, 1, 2]), "test_idx": torch.arange(3, 49)}
     task = make_task(cfg, split)
     assert task.train_idx.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "x2+y2"])
+def test_mirror_test_split_of_a_commutative_op(op):
+    task = ModularTask(TaskConfig(op=op, p=11, train_frac=0.5, split_seed=4))
+    seen, unseen = task.mirror_test_split()
+    train = {(int(task.a[i]), int(task.b[i])) for i in task.train_idx}
+    assert all((int(task.b[i]), int(task.a[i])) in train for i in seen)
+    assert not any((int(task.b[i]), int(task.a[i])) in train for i in unseen)
+    assert bool((task.a[unseen] != task.b[unseen]).all())
+    diagonal = int((task.a[task.test_idx] == task.b[task.test_idx]).sum())
+    assert len(seen) + len(unseen) + diagonal == len(task.test_idx)  # every test pair, once
+    assert set(seen.tolist()).isdisjoint(unseen.tolist())
+
+
+@pytest.mark.parametrize("op", ["sub", "div", "x2+y"])
+def test_mirror_test_split_is_none_for_ops_that_do_not_commute(op):
+    assert ModularTask(TaskConfig(op=op, p=11, train_frac=0.5, split_seed=4)).mirror_test_split() is None

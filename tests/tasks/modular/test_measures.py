@@ -132,3 +132,42 @@ def test_margin_measure_leaves_the_fourier_columns_empty_for_mul():
     row = margin_row("mul", logits, task)
     assert row["test_margin"] > 0 and row["train_margin"] > 0
     assert all(math.isnan(row[c]) for c in ("top_logit_freq", "top_logit_share", "wrong_at_ends"))
+
+
+def loss_accuracy_row(logits: torch.Tensor, task: ModularTask) -> dict:
+    """ModularLossAccuracy's columns for grid logits planted in the per-checkpoint cache."""
+    ctx = CheckpointContext(run=None, task=task, model=None)
+    ctx.at_step(0)
+    ctx.cached("answer_forward", lambda: (logits.float(), None))
+    return ModularLossAccuracy().at_checkpoint(ctx).scalars
+
+
+def test_mirror_columns_expose_a_symmetric_memoriser():
+    """A planted model that knows the training pairs and their mirrors (b, a), and nothing
+    else: about half the test pairs are right, all of them 'seen'; none of the 'unseen'."""
+    p = 31
+    task = ModularTask(TaskConfig(op="add", p=p, train_frac=0.5, split_seed=5))
+    known = torch.zeros(p * p, dtype=torch.bool)
+    known[task.pair_index[task.train_idx]] = True
+    known = known | known.view(p, p).T.reshape(-1)  # a symmetric memoriser
+    grid_labels = task.labels  # add: the enumeration is the grid
+    logits = torch.nn.functional.one_hot((grid_labels + 1) % p, p).double()  # wrong by default
+    logits[known] = torch.nn.functional.one_hot(grid_labels[known], p).double()
+    row = loss_accuracy_row(logits, task)
+    assert row["test_acc_mirror_seen"] == 1.0 and row["test_acc_mirror_unseen"] == 0.0
+    assert 0.4 < row["test_acc"] < 0.6
+    right = torch.nn.functional.one_hot(grid_labels, p).double()
+    assert loss_accuracy_row(right, task)["test_acc_mirror_unseen"] == 1.0
+
+
+@pytest.mark.parametrize("op", ["sub", "div"])
+def test_mirror_columns_are_nan_for_ops_that_do_not_commute(op):
+    task = ModularTask(TaskConfig(op=op, p=13, train_frac=0.5, split_seed=1))
+    logits = torch.nn.functional.one_hot(task.labels, 13).double()
+    if op == "div":  # the grid has no b = 0 row: place the enumerated pairs on it
+        grid = torch.zeros(13 * 13, 13, dtype=torch.float64)
+        grid[task.pair_index] = logits
+        logits = grid
+    row = loss_accuracy_row(logits, task)
+    assert row["test_acc"] == 1.0
+    assert math.isnan(row["test_acc_mirror_seen"]) and math.isnan(row["test_acc_mirror_unseen"])
