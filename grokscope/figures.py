@@ -133,8 +133,9 @@ def loss_accuracy_figure(table: pd.DataFrame, phases: Phases) -> Figure:
     for col, colour in (("train", "#636efa"), ("test", "#ef553b")):
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_loss"], name=f"{col} loss", line_color=colour), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=t[f"{col}_acc"], name=f"{col} acc", line_color=colour, line_dash="dot"), 1, 2)
-    if "test_acc_mirror_unseen" in t and t["test_acc_mirror_unseen"].notna().any():
-        # commutative modular ops: test pairs whose mirror (b, a) is not a training pair
+    # commutative modular ops: test pairs whose mirror (b, a) is not a training pair
+    mirror = "test_acc_mirror_unseen" in t and bool(t["test_acc_mirror_unseen"].notna().any())
+    if mirror:
         fig.add_trace(go.Scatter(x=x, y=t["test_acc_mirror_unseen"], name="test acc, (b, a) not in train",
                                  line_color="#00a36c", line_dash="dash"), 1, 2)
     fig.update_xaxes(type="log", title="step (0 drawn at 1)")
@@ -144,5 +145,5 @@ def loss_accuracy_figure(table: pd.DataFrame, phases: Phases) -> Figure:
     fig.update_layout(height=420, margin=dict(t=60))
     note = ("Log axes. For a commutative op the dashed green line is test accuracy on the pairs whose mirror "
             "(b, a) is not a training pair: a model symmetric in a and b answers the others from memory. "
-            if "test_acc_mirror_unseen" in t and t["test_acc_mirror_unseen"].notna().any() else "Log axes. ")
+            if mirror else "Log axes. ")
     return Figure("Loss and accuracy", note + PHASE_LEGEND, fig)
