@@ -248,8 +248,10 @@ def _summarise_run(run_dir: Path) -> dict[str, Any]:
     m = run.metrics
     last = m.iloc[-1]
     hit = m.index[m["test_acc"] >= GROK_ACC]
+    # test_acc_mirror_unseen: logged for commutative modular ops only
+    keys = ("step", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_mirror_unseen")
     return {
-        "final": {k: float(last[k]) for k in ("step", "train_loss", "train_acc", "test_loss", "test_acc")},
+        "final": {k: float(last[k]) for k in keys if k in m.columns},
         "grok_step": int(m.loc[hit[0], "step"]) if len(hit) else None,
         "params": param_count_of(run.config),
     }

@@ -84,11 +84,16 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
             "transition": run_transition(sweep_dir / p["name"]) if s.get("status") == "done" else None,
             "params": s.get("params"), "train_acc": final.get("train_acc"), "test_acc": final.get("test_acc"),
             "test_loss": final.get("test_loss"), "epochs": final.get("step"), "grok_step": s.get("grok_step"),
+            "test_acc_mirror_unseen": final.get("test_acc_mirror_unseen"),
             "config": config_label or "all",
             "report": f"{quote(p['name'], safe='=,.-_+')}/{REPORT_FILENAME}"
             if (sweep_dir / p["name"] / REPORT_FILENAME).exists() else None,
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # a column only where some run logged it (commutative modular ops)
+    if "test_acc_mirror_unseen" in table and table["test_acc_mirror_unseen"].isna().all():
+        table = table.drop(columns="test_acc_mirror_unseen")
+    return table
 
 
 def run_transition(run_dir: Path) -> str | None:

@@ -121,6 +121,9 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     runs = pd.read_csv(work / "runs.csv").set_index("name")
     assert len(runs) == 4 and runs.loc[BLOCKED, "status"] == "failed"
     assert runs.loc["p=13,n_heads=2", "params"] > 0 and runs.loc["p=13,n_heads=2", "p"] == 13
+    # a + b commutes: the table shows accuracy on the test pairs whose mirror is not in train
+    assert 0.0 <= runs.loc["p=13,n_heads=2", "test_acc_mirror_unseen"] <= 1.0
+    assert pd.isna(runs.loc[BLOCKED, "test_acc_mirror_unseen"])
     # each finished run's transition, in the words of the run reports
     kinds = {"grokked", "generalised without grokking", "generalised, then fell back",
              "memorised without generalising", "did not fit the training set"}

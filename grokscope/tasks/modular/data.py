@@ -100,6 +100,11 @@ class ModularTask:
         self.train_idx, self.test_idx = train_idx.long(), test_idx.long()
         self._batch_device: str | None = None  # device of the cached full training batch
         self._device_copies: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        mirror = self.mirror_test_split()
+        # the test pairs a symmetric memoriser cannot answer (commutative ops only): the
+        # trainer logs accuracy on them, so sweep tables can tell symmetry from generalisation
+        self.mirror_unseen_idx: Int[Tensor, "n_unseen"] | None = mirror[1] if mirror is not None else None
+        self._unseen_copies: dict[str, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -158,7 +163,8 @@ class ModularTask:
 
     def eval_metrics(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
         """train/test loss (float64 cross-entropy) and accuracy of K models, from their
-        logits (K, n, 1, p) on every pair."""
+        logits (K, n, 1, p) on every pair; for a commutative op also `test_acc_mirror_unseen`,
+        the accuracy on the test pairs whose mirror (b, a) is not a training pair."""
         out = {}
         all_logits = logits["all"][:, :, -1]
         labels, train_idx, test_idx = self.on_device(all_logits.device)
@@ -166,6 +172,12 @@ class ModularTask:
             lg, lb = all_logits[:, idx], labels[idx]
             out[f"{split}_loss"] = per_model_loss("cross_entropy", lg[:, :, None], lb[:, None])
             out[f"{split}_acc"] = (lg.argmax(-1) == lb).double().mean(-1)
+        if self.mirror_unseen_idx is not None and len(self.mirror_unseen_idx):
+            key = str(all_logits.device)
+            if key not in self._unseen_copies:
+                self._unseen_copies[key] = self.mirror_unseen_idx.to(all_logits.device)
+            idx = self._unseen_copies[key]
+            out["test_acc_mirror_unseen"] = (all_logits[:, idx].argmax(-1) == labels[idx]).double().mean(-1)
         return out
 
     def on_device(self, device) -> tuple[Tensor, Tensor, Tensor]:

@@ -88,3 +88,31 @@ def test_mirror_test_split_of_a_commutative_op(op):
 @pytest.mark.parametrize("op", ["sub", "div", "x2+y"])
 def test_mirror_test_split_is_none_for_ops_that_do_not_commute(op):
     assert ModularTask(TaskConfig(op=op, p=11, train_frac=0.5, split_seed=4)).mirror_test_split() is None
+
+
+def planted_logits(task: ModularTask, right: torch.Tensor) -> torch.Tensor:
+    """Logits (1, n, 1, p) that answer the pairs in the boolean mask `right` correctly and
+    every other pair with label + 1."""
+    answer = torch.where(right, task.labels, (task.labels + 1) % task.p)
+    return torch.nn.functional.one_hot(answer, task.p).double()[None, :, None] * 10
+
+
+def test_eval_metrics_logs_mirror_unseen_accuracy_of_a_symmetric_memoriser():
+    # a model that knows the training pairs and their mirrors, nothing else: about half the
+    # test pairs right, none of those whose mirror is also a test pair
+    task = ModularTask(TaskConfig(op="add", p=13, train_frac=0.5, split_seed=2))
+    in_train = torch.zeros(len(task), dtype=torch.bool)
+    in_train[task.train_idx] = True
+    mirror_in_train = in_train.view(task.p, task.p).T.reshape(-1)  # add keeps every pair
+    out = task.eval_metrics({"all": planted_logits(task, in_train | mirror_in_train)})
+    assert out["train_acc"].item() == 1.0
+    assert out["test_acc_mirror_unseen"].item() == 0.0
+    assert 0.3 < out["test_acc"].item() < 0.7
+    everything = task.eval_metrics({"all": planted_logits(task, torch.ones(len(task), dtype=torch.bool))})
+    assert everything["test_acc_mirror_unseen"].item() == 1.0
+
+
+def test_eval_metrics_has_no_mirror_column_for_an_op_that_does_not_commute():
+    task = ModularTask(TaskConfig(op="sub", p=13, train_frac=0.5, split_seed=2))
+    out = task.eval_metrics({"all": planted_logits(task, torch.ones(len(task), dtype=torch.bool))})
+    assert "test_acc_mirror_unseen" not in out and out["test_acc"].item() == 1.0
