@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest, norm
 
+from grokscope.constants import SWEEP_STATUS_FILENAME
 from grokscope.measures.phases import TRANSITION_DEFINITION, TRANSITION_KINDS
 from grokscope.report import escape_html as esc
 from grokscope.run import load_run
 from grokscope.sweep_report import (
     run_transition,
     summary_by_config,
+    sweep_table,
     transition_counts,
     wilson_interval,
     write_sweep_report,
@@ -163,3 +165,17 @@ def test_a_run_that_reached_099_and_fell_back_has_not_grokked():
     s = summary_by_config(table).iloc[0]
     assert s["grokked"] == 1 and s["reached"] == 2
     assert s["median_grok_step"] == 700  # only the run that held 0.99 counts
+
+
+def test_runs_table_leaves_out_the_mirror_column_where_no_run_logged_it(tiny_sweep, tmp_path):
+    # a sweep of ops that do not commute (or the adder) logs no test_acc_mirror_unseen
+    out, _ = tiny_sweep
+    work = tmp_path / "nomirror"
+    shutil.copytree(out, work)
+    status_path = work / SWEEP_STATUS_FILENAME
+    status = json.loads(status_path.read_text())
+    for s in status.values():
+        (s.get("final") or {}).pop("test_acc_mirror_unseen", None)
+    status_path.write_text(json.dumps(status))
+    assert "test_acc_mirror_unseen" not in sweep_table(work).columns
+    assert "test_acc_mirror_unseen" in sweep_table(out).columns
