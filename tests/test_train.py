@@ -58,7 +58,9 @@ def test_every_saved_step_loads_as_the_installed_transformer_lens_model(tmp_path
     scored = task.evaluate(run.model_at(60), fast=False)
     assert scored["test_acc"] == pytest.approx(last["test_acc"])
     assert scored["train_loss"] == pytest.approx(last["train_loss"], rel=1e-5)
-    assert list(run.metrics.columns) == ["step", "train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "lr"]
+    assert scored["test_acc_mirror_unseen"] == pytest.approx(last["test_acc_mirror_unseen"])  # a + b commutes
+    assert list(run.metrics.columns) == ["step", "train_loss", "train_acc", "test_loss", "test_acc",
+                                         "test_acc_mirror_unseen", "weight_norm", "lr"]
     assert torch.equal(run.task.train_idx, task.train_idx)
 
 
