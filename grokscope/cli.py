@@ -94,8 +94,8 @@ def train(preset_name, out, resume, force, progress, predict_every, cuda_graphs,
     Every config field is a flag (e.g. --p 97 --op div --d-model 64 --weight-decay 0.5);
     bool fields take --x/--no-x; a flag overrides the preset's value. Without --preset you
     get the `nanda` model and optimiser on a + b mod 113 (each flag shows that value).
-    Changing --d-model or --n-heads sets d_head = d_model // n_heads unless --d-head is
-    given. One epoch is one optimizer step.
+    Changing --d-model or --n-heads sets d_head = d_model / n_heads unless --d-head is
+    given (then n_heads * d_head may differ from d_model). One epoch is one optimizer step.
     """
     if resume is not None:
         if out is not None and Path(out) != Path(resume):

@@ -30,6 +30,10 @@ ARCHS = {
                                             positional_embedding="shortformer", seed=7), 12, 10, 6),
     "adder-shortformer": (dataclasses.replace(preset("adder-777").model, positional_embedding="shortformer"),
                           14, 14, 35),
+    # n_heads * d_head != d_model: 7 heads of width 2, and 2 of width 7, on a 7-wide residual stream
+    "grok-d7-wide-heads": (dataclasses.replace(preset("grok-d7").model, d_head=2), 32, 31, 3),
+    "two-heads-of-d_model": (ModelConfig(d_model=7, n_heads=2, d_head=7, d_mlp=14, act_fn="gelu",
+                                         normalization="LN", biases=False, seed=11), 14, 14, 8),
 }
 
 

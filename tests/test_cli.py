@@ -33,7 +33,7 @@ def test_help_is_complete_and_imports_nothing_heavy():
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nanda", "--op", "div", "--p", "96"], "prime"),
     (["--preset", "nanda", "--train-frac", "1.5"], "train_frac"),
-    (["--preset", "nanda", "--d-head", "30"], "inconsistent head sizes"),
+    (["--preset", "nanda", "--n-heads", "3"], "inconsistent head sizes"),
     (["--preset", "nanda", "--op", "pow"], "unknown op 'pow'"),
     (["--preset", "nonsense"], "unknown preset 'nonsense'"),
 ])

@@ -28,7 +28,7 @@ def test_json_round_trip():
         ({"op": "div", "p": 96}, "prime"),
         ({"train_frac": 0.0}, "train_frac"),
         ({"train_frac": 1.0}, "train_frac"),
-        ({"d_head": 31}, "inconsistent head sizes"),
+        ({"n_heads": 3}, "inconsistent head sizes"),  # 128 / 3 heads
         ({"op": "pow"}, "unknown op"),
         ({"act_fn": "tanh"}, "unknown act_fn"),
         ({"loss": "mse"}, "unknown loss"),

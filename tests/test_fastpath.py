@@ -11,6 +11,9 @@ CONFIGS = [
     ModelConfig(d_model=7, n_heads=1, d_head=7, d_mlp=14, act_fn="gelu", normalization="LN",
                 tied_embeddings=True, biases=False),
     ModelConfig(d_model=12, n_heads=3, d_head=4, d_mlp=20, act_fn="gelu_new", normalization="LN"),
+    # heads wider in total than the residual stream (n_heads * d_head = 14 > d_model = 7)
+    ModelConfig(d_model=7, n_heads=7, d_head=2, d_mlp=28, act_fn="relu", normalization="none",
+                tied_embeddings=True),
 ]
 
 

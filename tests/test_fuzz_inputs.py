@@ -35,11 +35,13 @@ def expected_error(f: dict) -> str | None:
         return "prime p"
     if not 0 < f["train_frac"] < 1:
         return "train_frac"
-    d_head = f["d_head"] if f["d_head"] is not None else (max(f["d_model"] // f["n_heads"], 1) if f["n_heads"] >= 1 else 7)
+    d_head = f["d_head"]
+    if d_head is None:  # derived from --d-model / --n-heads (modular-d7 has d_head 7)
+        if f["n_heads"] >= 1 and f["d_model"] % f["n_heads"]:
+            return "inconsistent head sizes"
+        d_head = f["d_model"] // f["n_heads"] if f["n_heads"] >= 1 else 7
     if f["d_model"] < 1 or f["n_heads"] < 1 or d_head < 1:
         return ">= 1"
-    if f["n_heads"] * d_head != f["d_model"]:
-        return "inconsistent head sizes"
     if f["epochs"] < 1:
         return "epochs must be >= 1"
     if f["lr"] <= 0:

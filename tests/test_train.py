@@ -234,7 +234,7 @@ def test_force_replaces_a_finished_run(tmp_path, tiny_config):
     assert again.steps == [0, 1, 2] and not (again.path / "report.html").exists()
 
 
-# --- d_head follows d_model // n_heads unless given (issue: `--d-model 64` failed) ----------
+# --- d_head follows d_model / n_heads unless given (issue: `--d-model 64` failed) ----------
 
 def test_changing_d_model_or_heads_derives_d_head():
     assert grokscope.preset("nanda").replace(d_model=64).model.d_head == 16
@@ -242,8 +242,11 @@ def test_changing_d_model_or_heads_derives_d_head():
     assert grokscope.preset("modular-d7").replace(d_model=12).validate().model.d_head == 12
     assert grokscope.preset("nanda").replace(n_heads=8).validate().model.d_head == 16
     assert grokscope.preset("nanda").replace(d_model=64, d_head=8, n_heads=8).validate().model.d_head == 8
+    # an explicit d_head may make n_heads * d_head differ from d_model, as TransformerLens allows
+    assert grokscope.preset("nanda").replace(d_model=64, d_head=30).validate().model.d_head == 30
+    assert grokscope.preset("grok-d7").replace(d_head=2).validate().model.n_heads == 7
     with pytest.raises(ConfigError, match="inconsistent head sizes"):
-        grokscope.preset("nanda").replace(d_model=64, d_head=30).validate()
+        grokscope.preset("modular-d7").replace(n_heads=2).validate()  # 7 / 2 heads
     with pytest.raises(ConfigError, match="inconsistent head sizes"):
         grokscope.preset("nanda").replace(d_model=66, n_heads=4).validate()  # 4 * 16 != 66
 
