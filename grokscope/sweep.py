@@ -14,8 +14,8 @@ ordinary run directory, named by its varying values::
 one architecture plus architecture variants at d_model 7. Derived-field rules, applied to
 every point after the overrides and grid values:
 
-- `d_head = d_model // n_heads` when d_model or n_heads is set but d_head is not (so a
-  1-head model's head follows d_model);
+- `d_head = d_model / n_heads` when d_model or n_heads is set but d_head is not (so a
+  1-head model's head follows d_model; a width that is not whole is refused);
 - `mlp_ratio` (a pseudo-field) sets `d_mlp = round(mlp_ratio * d_model)`.
 
 The sweep folder holds `sweep.json` (the spec and its points), `sweep_status.json` (each
