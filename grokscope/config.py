@@ -184,10 +184,10 @@ class RunConfig:
         """Raise ConfigError (one line) for any inconsistent setting; return self."""
         t, m, tr = self.task, self.model, self.train
         get_task(t.task).validate(t)  # the task's own settings (op, p, digits, ...)
-        if not isinstance(m.d_head, int):  # derived by `replace` from a d_model that n_heads does not divide
+        if not isinstance(m.d_head, int):  # e.g. derived by `replace` from a d_model that n_heads does not divide
             raise ConfigError(
-                f"inconsistent head sizes: d_model {m.d_model} is not a multiple of n_heads {m.n_heads} "
-                f"(give d_head to choose the head width)"
+                f"inconsistent head sizes: d_head {m.d_head:g} is not a whole number (d_model {m.d_model}, "
+                f"n_heads {m.n_heads}; give d_head to choose the head width)"
             )
         if m.n_layers < 1 or m.d_model < 1 or m.n_heads < 1 or m.d_head < 1 or m.d_mlp < 1:
             raise ConfigError("n_layers, d_model, n_heads, d_head and d_mlp must all be >= 1")
