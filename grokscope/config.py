@@ -105,6 +105,11 @@ class TrainConfig:
     carry_floor_final: bool = False
     operand_floor_weight: float = 0.01  # the floor penalties' weight in the objective
     operand_floor_batch: int = 64  # examples of each batch the penalty's attention is measured on
+    # weight of `losses.head_overlap` (0 = off; modular tasks): how evenly each head at the `=`
+    # query splits its attention between a and b. a - b is antisymmetric in the operands, so
+    # heads that average them pass the MLP a symmetric input; grokked d = 7 a - b runs have
+    # each head on one operand
+    head_overlap: float = 0.0
     log_every: int = 10
     n_checkpoints: int = 250
     n_log_checkpoints: int = 50
@@ -227,6 +232,12 @@ class RunConfig:
                 raise ConfigError(f"{name} reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
         if tr.carry_floor_final and tr.carry_floor == 0:
             raise ConfigError("carry_floor_final needs carry_floor > 0 (it extends the carry floor to the carry-out digit)")
+        if tr.head_overlap < 0:
+            raise ConfigError(f"head_overlap must be >= 0, got {tr.head_overlap}")
+        if tr.head_overlap > 0 and self.task.task != "modular":
+            raise ConfigError(f"head_overlap needs a modular task (operands a, b at positions 0, 1), got '{self.task.task}'")
+        if tr.head_overlap > 0 and self.model.n_layers != 1:
+            raise ConfigError(f"head_overlap reads the attention of a 1-layer model, got n_layers={self.model.n_layers}")
         if tr.operand_floor_weight < 0:
             raise ConfigError(f"operand_floor_weight must be >= 0, got {tr.operand_floor_weight}")
         if tr.operand_floor_batch < 1:
@@ -479,6 +490,7 @@ FIELD_HELP: dict[str, str] = {
     "carry_floor_final": "apply the carry floor to the carry-out digit's query too (on the top place)",
     "operand_floor_weight": "weight of the operand- and carry-floor penalties in the objective",
     "operand_floor_batch": "examples per batch the floor penalties measure attention on",
+    "head_overlap": "penalty weight on each head's 4 m_a m_b, its attention from `=` on a times on b (0 = off; modular)",
     "log_every": "log metrics every N steps (and at every checkpoint)",
     "n_checkpoints": "checkpoint budget (evenly spaced + log-spaced early)",
     "n_log_checkpoints": "how many of them are log-spaced early",

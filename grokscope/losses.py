@@ -101,6 +101,16 @@ def carry_floor_penalty(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: li
     return (math.log(floor) - below.clamp_min(1e-30).log()).clamp_min(0.0).sum(1)
 
 
+def head_overlap(pattern: Float[Tensor, "K batch n_ans h pos"], a_pos: int = 0, b_pos: int = 1) -> Float[Tensor, "K"]:
+    """Each model's mean over the batch and the heads of 4 m_a m_b, m_x being a head's
+    attention mass from the first answer query (row 0 of `pattern`) onto position x_pos, in
+    float64. 1 when every head puts half its attention on each operand, 0 when no head reads
+    both; a head's mass on other keys (`=`) lowers it. Its gradient moves each head towards
+    the operand it already favours."""
+    mass = pattern[:, :, 0].to(torch.float64)  # (K, batch, h, pos)
+    return (4 * mass[..., a_pos] * mass[..., b_pos]).mean(dim=(1, 2))
+
+
 def accuracy(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> float:
     """Fraction of rows whose argmax logit equals the label."""
     return (logits.argmax(dim=-1) == labels).double().mean().item()

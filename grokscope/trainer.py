@@ -42,7 +42,7 @@ from grokscope.constants import (
 )
 from grokscope.errors import ConfigError
 from grokscope.gradient_filters import make_grad_filter, orthogonalize_gradients
-from grokscope.losses import (carry_floor_penalty, eq_line_distance, operand_floor_penalty, per_model_loss,
+from grokscope.losses import (carry_floor_penalty, eq_line_distance, head_overlap, operand_floor_penalty, per_model_loss,
                               position_roughness)
 from grokscope.run import is_run_dir, load_run, read_run_config
 from grokscope.tasks.registry import Task, make_task
@@ -223,6 +223,10 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
         if tcfg.carry_floor > 0:
             objective = objective + tcfg.operand_floor_weight * carry_floor_penalty(
                 pattern, *operand_keys, tcfg.carry_floor, final_carry=tcfg.carry_floor_final)
+    if tcfg.head_overlap > 0:
+        # heads pushed onto one operand each: a head averaging a and b cannot carry a - b
+        pattern = batched.answer_attention(arch, weights, tokens, first)
+        objective = objective + tcfg.head_overlap * head_overlap(pattern)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
     if tcfg.orthograd:
         orthogonalize_gradients(weights)
