@@ -29,6 +29,7 @@ from grokscope.checkpoints import atomic_write_bytes
 from grokscope.constants import (
     ANALYSIS_DIRNAME,
     ANALYSIS_META_FILENAME,
+    ANALYSIS_TABLE_FILENAME,
     REPORT_FILENAME,
     SWEEP_RUNS_FILENAME,
     SWEEP_SPEC_FILENAME,
@@ -70,7 +71,9 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
 def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per point: its grid values, status, error, params, final accuracies, grok step,
-    config label (the values without seeds) and the relative link to its report."""
+    config label (the values without seeds) and the relative link to its report; and, for
+    finished runs with a current analysis, the task's own columns (`task_columns`; modular:
+    the largest logit frequency's share and the test margin against the one-frequency bound)."""
     sweep_dir = Path(sweep_dir)
     spec = json.loads((sweep_dir / SWEEP_SPEC_FILENAME).read_text())
     status = read_status(sweep_dir)
@@ -89,11 +92,50 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
             "report": f"{quote(p['name'], safe='=,.-_+')}/{REPORT_FILENAME}"
             if (sweep_dir / p["name"] / REPORT_FILENAME).exists() else None,
         })
+        if s.get("status") == "done":
+            rows[-1].update(task_columns(sweep_dir / p["name"]))
     table = pd.DataFrame(rows)
-    # a column only where some run logged it (commutative modular ops)
-    if "test_acc_mirror_unseen" in table and table["test_acc_mirror_unseen"].isna().all():
-        table = table.drop(columns="test_acc_mirror_unseen")
-    return table
+    # a column only where some run logged it (commutative modular ops; the task's own columns
+    # for analysed runs, which come last, after "report": `run_task_columns`)
+    empty = [c for c in ["test_acc_mirror_unseen", *run_task_columns(table)] if c in table and table[c].isna().all()]
+    return table.drop(columns=empty)
+
+
+def run_task_columns(table: pd.DataFrame) -> list[str]:
+    """The names of the task's own columns in a `sweep_table` (those after "report")."""
+    cols = list(table.columns)
+    return cols[cols.index("report") + 1:] if "report" in cols else []
+
+
+def current_analysis_meta(run_dir: Path) -> dict | None:
+    """The run's analysis meta.json when that analysis is complete and ends at the run's last
+    checkpoint (what its report.html shows); None when there is none, it is stale, or it
+    cannot be read."""
+    try:
+        run = load_run(run_dir)
+        meta = json.loads((Path(run_dir) / ANALYSIS_DIRNAME / ANALYSIS_META_FILENAME).read_text())
+        if isinstance(meta, dict) and meta.get("complete") and run.steps and meta.get("final_step") == run.steps[-1]:
+            return meta
+    except (OSError, ValueError, GrokscopeError):
+        pass
+    return None
+
+
+def task_columns(run_dir: Path) -> dict:
+    """The task's own runs-table columns for one finished run (`TaskSpec.sweep_columns`), read
+    from the last row of its current analysis table; {} when the task has none or the run
+    has no current analysis (`grokscope analyze SWEEP --runs` makes one)."""
+    if current_analysis_meta(run_dir) is None:
+        return {}
+    try:
+        cfg = read_run_config(run_dir)
+        hook = get_task(cfg.task.task).sweep_columns
+        if hook is None:
+            return {}
+        last = pd.read_csv(Path(run_dir) / ANALYSIS_DIRNAME / ANALYSIS_TABLE_FILENAME).iloc[-1]
+    except (OSError, ValueError, IndexError, GrokscopeError):
+        return {}
+    return hook(last.to_dict(), cfg.task)
 
 
 def run_transition(run_dir: Path) -> str | None:
@@ -102,17 +144,14 @@ def run_transition(run_dir: Path) -> str | None:
     and ends at the run's last checkpoint; otherwise `classify_transition` on its logged
     metrics. None when neither can be read."""
     try:
-        run = load_run(run_dir)
-        m = run.metrics
+        m = load_run(run_dir).metrics
     except GrokscopeError:
         return None
-    try:
-        meta = json.loads((Path(run_dir) / ANALYSIS_DIRNAME / ANALYSIS_META_FILENAME).read_text())
-        kind = (meta.get("transition") or {}).get("kind")
-        if meta.get("complete") and run.steps and meta.get("final_step") == run.steps[-1] and kind in TRANSITION_KINDS:
-            return kind
-    except (OSError, ValueError, AttributeError, GrokscopeError):
-        pass
+    meta = current_analysis_meta(run_dir)
+    transition = meta.get("transition") if meta is not None else None
+    kind = transition.get("kind") if isinstance(transition, dict) else None
+    if isinstance(kind, str) and kind in TRANSITION_KINDS:
+        return kind
     if m.empty or not {"train_acc", "test_acc"} <= set(m.columns):
         return None
     return classify_transition(m["step"], m["train_acc"], m["test_acc"]).kind
@@ -354,15 +393,18 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
                                      for c in cols)
                     + "</tr>" for _, r in summary.iterrows())
     stable = (f'<table class="summary"><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{srows}</table>')
+    extra = run_task_columns(table)
     run_rows = []
     for _, r in table.iterrows():
         link = f'<a href="{esc(r["report"])}">report</a>' if _present(r["report"]) else "no report yet"
         err = f' <span style="color:#b00">{esc(r["error"])}</span>' if _present(r["error"]) else ""
         run_rows.append(f"<tr><td>{esc(r['name'])}</td><td>{esc(r['status'])}{err}</td><td>{esc(_cell(r['params']))}</td>"
                         f"<td>{esc(_cell(r['test_acc']))}</td><td>{esc(_cell(r['grok_step']))}</td>"
-                        f"<td>{esc(_cell(r['transition']))}</td><td>{link}</td></tr>")
+                        f"<td>{esc(_cell(r['transition']))}</td>" + "".join(f"<td>{esc(_cell(r[c]))}</td>" for c in extra)
+                        + f"<td>{link}</td></tr>")
     rtable = ('<section><h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
-              '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th><th>report</th></tr>'
+              '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th>'
+              + "".join(f"<th>{esc(c)} (final)</th>" for c in extra) + '<th>report</th></tr>'
               f'{"".join(run_rows)}</table></section>')
     note = f'<p class="caption">{esc(TRANSITION_DEFINITION)}</p>'
     return head + "<h2>Per configuration</h2>" + stable + note, rtable

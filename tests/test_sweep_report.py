@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import binomtest, norm
 
 from grokscope.constants import SWEEP_STATUS_FILENAME
+from grokscope.measures.margin import single_frequency_margin
 from grokscope.measures.phases import TRANSITION_DEFINITION, TRANSITION_KINDS
 from grokscope.report import escape_html as esc
 from grokscope.run import load_run
@@ -142,6 +143,17 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
     assert ">nan<" not in text and "done <span" not in text  # no error shown for finished runs
     blocked_row = text[text.rindex(f"<td>{BLOCKED}</td>"):].split("</tr>")[0]  # the runs table comes last
     assert "no report yet" in blocked_row  # a failed point has no report to link
+    # the task's own columns, from each analysed run's last analysis row: the margin and its
+    # ratio to the one-frequency bound (a near miss answering with one frequency sits near 1)
+    for name in done.index:
+        last = pd.read_csv(work / name / "analysis" / "checkpoints.csv").iloc[-1]
+        assert runs.loc[name, "test_margin"] == pytest.approx(last["test_margin"])
+        assert runs.loc[name, "top_logit_share"] == pytest.approx(last["top_logit_share"])
+        assert runs.loc[name, "test_margin_vs_one_freq"] == pytest.approx(
+            last["test_margin"] / single_frequency_margin(int(runs.loc[name, "p"])))
+    assert pd.isna(runs.loc[BLOCKED, "test_margin"])
+    assert "<th>test_margin_vs_one_freq (final)</th>" in text
+    assert "test_margin" not in sweep_table(out).columns  # not analysed: no such columns
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "sweep report" in r.stdout

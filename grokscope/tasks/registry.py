@@ -98,6 +98,9 @@ class TaskSpec:
     - `config_fields`: the TaskConfig fields the task reads (what `grokscope presets` shows).
     - `sweep_figures(sweep_dir, runs_table)`: optional figures for the sweep report that
       compare the task's runs with each other (e.g. why some seeds fail).
+    - `sweep_columns(final_row, task_cfg)`: optional; given the last row of a run's analysis
+      table (a dict of its columns) and its TaskConfig, the columns the sweep's runs table
+      shows for that run (e.g. how close its answers are to flipping).
     """
 
     name: str
@@ -110,6 +113,7 @@ class TaskSpec:
     report_notes_html: str = ""
     config_fields: tuple[str, ...] = ()
     sweep_figures: Callable[[Any, Any], list] | None = None
+    sweep_columns: Callable[[dict, TaskConfig], dict] | None = None
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

@@ -12,7 +12,7 @@ from grokscope.figures import PHASE_DOC
 from grokscope.tasks.modular.config import MODULAR_OPS, describe_modular, is_prime, validate_modular_config
 from grokscope.tasks.modular.data import ModularTask, apply_op, modular_inverse, random_split
 from grokscope.tasks.modular.figures import modular_figures, modular_summary
-from grokscope.tasks.modular.measures import modular_measures
+from grokscope.tasks.modular.measures import margin_sweep_columns, modular_measures
 from grokscope.tasks.registry import TaskSpec, register_task
 
 SPEC = register_task(TaskSpec(
@@ -25,6 +25,7 @@ SPEC = register_task(TaskSpec(
     describe=describe_modular,
     report_notes_html=PHASE_DOC,
     config_fields=("op", "p", "train_frac", "split_seed"),
+    sweep_columns=margin_sweep_columns,
 ))
 
 __all__ = ["MODULAR_OPS", "SPEC", "ModularTask", "apply_op", "is_prime", "modular_inverse", "random_split"]

@@ -63,7 +63,7 @@ from grokscope.measures.progress import (
     trig_fit,
 )
 from grokscope.measures.softmax_collapse import softmax_collapse
-from grokscope.measures.margin import at_length_ends, relative_margins
+from grokscope.measures.margin import at_length_ends, relative_margins, single_frequency_margin
 from grokscope.fastpath import last_position_forward, supports_fast_path
 from grokscope.tasks.modular.on_task import B_SIGN
 
@@ -335,6 +335,19 @@ class MarginMeasure(Measure):
             ends = at_length_ends(task.a[wrong], task.b[wrong], k, task.p, b_sign=b_sign)
             row["wrong_at_ends"] = float(ends.double().mean())
         return Measured(scalars=row)
+
+
+def margin_sweep_columns(final_row: dict, task_cfg) -> dict:
+    """The sweep runs table's columns for one modular run, from the last row of its analysis
+    (`MarginMeasure`): the largest logit frequency and its share of the logits' power (a ± b
+    only, else NaN), the median relative test margin, and that margin over the one-frequency
+    bound `single_frequency_margin(p)`. A run near 0.99 whose ratio is below ~3 answers with
+    one frequency pair, so a small residue flips the pairs it misses."""
+    margin = float(final_row.get("test_margin", NAN))
+    bound = single_frequency_margin(task_cfg.p) if task_cfg.p >= 3 else NAN
+    return {"top_logit_freq": float(final_row.get("top_logit_freq", NAN)),
+            "top_logit_share": float(final_row.get("top_logit_share", NAN)),
+            "test_margin": margin, "test_margin_vs_one_freq": margin / bound}
 
 
 def _median(x: Tensor) -> float:
