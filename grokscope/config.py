@@ -106,9 +106,9 @@ class TrainConfig:
     operand_floor_weight: float = 0.01  # the floor penalties' weight in the objective
     operand_floor_batch: int = 64  # examples of each batch the penalty's attention is measured on
     # weight of `losses.head_overlap` (0 = off; modular tasks): how evenly each head at the `=`
-    # query splits its attention between a and b. a - b is antisymmetric in the operands, so
-    # heads that average them pass the MLP a symmetric input; grokked d = 7 a - b runs have
-    # each head on one operand
+    # query splits its attention between a and b. Grokked d = 7 a - b runs have each head on
+    # one operand, failed ones split them; forcing it does not make a - b grok (0/10 at
+    # weights 0.01 and 0.1: analyses/results/grok_d7_subdiv_overlap), so the split is a symptom
     head_overlap: float = 0.0
     log_every: int = 10
     n_checkpoints: int = 250

@@ -224,7 +224,7 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
             objective = objective + tcfg.operand_floor_weight * carry_floor_penalty(
                 pattern, *operand_keys, tcfg.carry_floor, final_carry=tcfg.carry_floor_final)
     if tcfg.head_overlap > 0:
-        # heads pushed onto one operand each: a head averaging a and b cannot carry a - b
+        # each head pushed onto one operand, as in grokked d = 7 a - b runs (a probe: README)
         pattern = batched.answer_attention(arch, weights, tokens, first)
         objective = objective + tcfg.head_overlap * head_overlap(pattern)
     objective.sum().backward()  # the models share no weights: each gets its own gradient
