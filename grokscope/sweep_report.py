@@ -98,7 +98,12 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     # a column only where some run logged it (commutative modular ops; the task's own columns
     # for analysed runs, which come last, after "report": `run_task_columns`)
     empty = [c for c in ["test_acc_mirror_unseen", *run_task_columns(table)] if c in table and table[c].isna().all()]
-    return table.drop(columns=empty)
+    table = table.drop(columns=empty)
+    for c in run_task_columns(table):  # whole numbers (e.g. a frequency) as integers, not 6.0
+        values = pd.to_numeric(table[c], errors="coerce").dropna()
+        if len(values) and (values == values.round()).all():
+            table[c] = pd.to_numeric(table[c], errors="coerce").astype("Int64")
+    return table
 
 
 def run_task_columns(table: pd.DataFrame) -> list[str]:
@@ -404,7 +409,7 @@ def _summary_html(spec: dict, table: pd.DataFrame, summary: pd.DataFrame) -> tup
                         + f"<td>{link}</td></tr>")
     rtable = ('<section><h2>Runs</h2><table class="summary"><tr><th>run</th><th>status</th><th>params</th><th>final test acc</th>'
               '<th>first step test acc >= 0.99</th><th>transition (as in the run reports)</th>'
-              + "".join(f"<th>{esc(c)} (final)</th>" for c in extra) + '<th>report</th></tr>'
+              + "".join(f"<th>{esc(c.replace('_', ' '))} (final)</th>" for c in extra) + '<th>report</th></tr>'
               f'{"".join(run_rows)}</table></section>')
     note = f'<p class="caption">{esc(TRANSITION_DEFINITION)}</p>'
     return head + "<h2>Per configuration</h2>" + stable + note, rtable

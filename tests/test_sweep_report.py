@@ -152,7 +152,11 @@ def test_sweep_report_renders_links_and_grok_fraction(tiny_sweep, tmp_path):
         assert runs.loc[name, "test_margin_vs_one_freq"] == pytest.approx(
             last["test_margin"] / single_frequency_margin(int(runs.loc[name, "p"])))
     assert pd.isna(runs.loc[BLOCKED, "test_margin"])
-    assert "<th>test_margin_vs_one_freq (final)</th>" in text
+    assert "<th>test margin vs one freq (final)</th>" in text
+    freqs = runs["top_logit_freq"].dropna()
+    assert len(freqs) and (freqs == freqs.round()).all()  # a frequency: whole numbers in runs.csv
+    assert "<th>top logit freq (final)</th>" in text
+    assert all(f"<td>{int(k)}</td><td>{runs.loc[name, 'top_logit_share']:.4f}</td>" in text for name, k in freqs.items())
     assert "test_margin" not in sweep_table(out).columns  # not analysed: no such columns
     r = subprocess.run([sys.executable, "-m", "grokscope.cli", "analyze", str(work), "--no-progress"],
                        capture_output=True, text=True)
