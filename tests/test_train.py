@@ -320,6 +320,37 @@ def test_streamed_runs_trained_together_with_clipping_match_and_resume(tmp_path,
     assert alone.finished and max_abs_weight_difference(alone, resumed[1]) <= 1e-4
 
 
+def test_streamed_modular_runs_match_alone_and_resume_exactly(tmp_path, tiny_config, monkeypatch):
+    """Modular minibatches (`batch_size` > 0): each model draws its own training pairs from
+    (seed, step), so two stacked runs match the same runs alone, a run killed mid-way resumes
+    to exactly the uninterrupted one, and the batches really differ from the full batch."""
+    cfgs = [tiny_config.replace(batch_size=32, seed=s, n_checkpoints=6, n_log_checkpoints=0) for s in (0, 1)]
+    together = trainer.train_many(cfgs, [tmp_path / f"t{i}" for i in range(2)], progress=False)
+    for i, (cfg, run) in enumerate(zip(cfgs, together)):
+        alone = grokscope.train(cfg, tmp_path / f"a{i}", progress=False)
+        assert _first_losses(run)[0] == _first_losses(alone)[0]
+        assert max_abs_weight_difference(run, alone) <= 1e-4
+    full = grokscope.train(cfgs[0].replace(batch_size=0), tmp_path / "full", progress=False)
+    assert _first_losses(full)[5] != pytest.approx(_first_losses(together[0])[5], rel=1e-3)
+
+    real_step, calls = trainer.train_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 38:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "train_step", dying_step)
+        with pytest.raises(KeyboardInterrupt):
+            grokscope.train(cfgs[0], tmp_path / "killed", progress=False)
+    resumed = grokscope.train(None, tmp_path / "killed", resume=True, progress=False)
+    reference = grokscope.train(cfgs[0], tmp_path / "ref", progress=False)
+    assert (resumed.path / METRICS_FILENAME).read_text() == (reference.path / METRICS_FILENAME).read_text()
+    assert max_abs_weight_difference(resumed, reference) == 0.0
+
+
 def test_train_many_refuses_mixed_configs_and_shared_folders(tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="differ in more than their seeds"):
         trainer.train_many([tiny_config, tiny_config.replace(lr=0.5)], [tmp_path / "a", tmp_path / "b"])

@@ -16,6 +16,7 @@ from grokscope.config import TaskConfig
 from grokscope.errors import ConfigError
 from grokscope.fastpath import last_position_logits, supports_fast_path
 from grokscope.losses import per_model_loss
+from grokscope.sampling import counter_uniform
 from grokscope.tasks.modular.config import is_prime
 
 
@@ -70,16 +71,17 @@ class ModularTask:
 
     @classmethod
     def from_split(cls, cfg: TaskConfig, split: dict[str, Tensor] | None = None, batch_size: int = 0) -> "ModularTask":
-        """The task with a saved split (split.safetensors), or a fresh seeded one. Training is
-        full batch, so `batch_size` is not used."""
+        """The task with a saved split (split.safetensors), or a fresh seeded one; trained on
+        the full training set every step (`batch_size` 0) or on `batch_size` training pairs."""
         split = split or {}
-        return cls(cfg, split.get("train_idx"), split.get("test_idx"))
+        return cls(cfg, split.get("train_idx"), split.get("test_idx"), batch_size)
 
     def __init__(
         self,
         cfg: TaskConfig,
         train_idx: Int[Tensor, "n_train"] | None = None,
         test_idx: Int[Tensor, "n_test"] | None = None,
+        batch_size: int = 0,
     ):
         self.cfg = cfg
         self.p = p = cfg.p
@@ -98,6 +100,10 @@ class ModularTask:
         if train_idx is None or test_idx is None:
             train_idx, test_idx = random_split(len(a), cfg.train_frac, cfg.split_seed)
         self.train_idx, self.test_idx = train_idx.long(), test_idx.long()
+        if batch_size >= len(self.train_idx) > 0:
+            raise ConfigError(f"batch_size {batch_size} is not below the {len(self.train_idx)} training pairs "
+                              f"(use 0 for full-batch training)")
+        self.batch_size = batch_size
         self._batch_device: str | None = None  # device of the cached full training batch
         self._device_copies: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         mirror = self.mirror_test_split()
@@ -149,13 +155,20 @@ class ModularTask:
         return self.n_ctx - 1
 
     def train_data(self, step: int, seeds: Tensor, device) -> tuple[Tensor, Tensor]:
-        """The full training set every step (full-batch training), shared by every model and
-        cached on the device: tokens (n_train, 3), labels (n_train, 1)."""
+        """Full batch (`batch_size` 0): the whole training set every step, shared by every
+        model and cached on the device: tokens (n_train, 3), labels (n_train, 1).
+        Streamed: `batch_size` training pairs per model, drawn uniformly with replacement
+        from `counter_uniform` numbers of (model seed, step), so a model's batches do not
+        depend on the models stacked with it: tokens (K, batch, 3), labels (K, batch, 1)."""
         key = str(device)
         if self._batch_device != key:
             self._batch = (self.tokens[self.train_idx].to(device), self.labels[self.train_idx, None].to(device))
             self._batch_device = key
-        return self._batch
+        if not self.batch_size:
+            return self._batch
+        tokens, labels = self._batch
+        pick = counter_uniform(seeds.to(device), step, (self.batch_size,)) % len(self.train_idx)
+        return tokens[pick], labels[pick]
 
     def eval_inputs(self) -> dict[str, Tensor]:
         """Every enumerated pair (train and test are index sets into it)."""

@@ -33,7 +33,7 @@ from grokscope.tasks.addition import (
     sample_operand_digits,
     sequences_from_ints,
 )
-from grokscope.tasks.addition.data import counter_uniform, model_inputs_from_digits
+from grokscope.tasks.addition.data import model_inputs_from_digits
 from tests.adder_stubs import OracleStub
 
 
@@ -209,19 +209,6 @@ def test_copy_boost_zeroes_one_operand_in_that_fraction_and_leaves_the_rest_alon
     one = copied.train_data(10_000, torch.tensor([7]), "cpu")[0]  # independent of K
     assert torch.equal(one[0], t1[1])
     assert "one operand zero in 30%" in describe_addition(copied.cfg)
-
-
-def test_counter_uniform_digits_are_uniform_and_independent():
-    r = counter_uniform(torch.tensor([1, 2]), 0, (50_000,))
-    assert r.shape == (2, 50_000) and int(r.min()) >= 0 and int(r.max()) < 2**32
-    digits = r % 10
-    counts = torch.bincount(digits.flatten(), minlength=10).double()
-    expected = digits.numel() / 10
-    assert float(((counts - expected) ** 2 / expected).sum()) < 30  # chi^2, 9 dof: p ~ 5e-4
-    # consecutive draws and the two seeds are uncorrelated
-    d = digits.double()
-    assert abs(float(torch.corrcoef(torch.stack([d[0, :-1], d[0, 1:]]))[0, 1])) < 0.02
-    assert abs(float(torch.corrcoef(d)[0, 1])) < 0.02
 
 
 def test_vectorised_sequences_equal_the_carry_loop():

@@ -116,3 +116,28 @@ def test_eval_metrics_has_no_mirror_column_for_an_op_that_does_not_commute():
     task = ModularTask(TaskConfig(op="sub", p=13, train_frac=0.5, split_seed=2))
     out = task.eval_metrics({"all": planted_logits(task, torch.ones(len(task), dtype=torch.bool))})
     assert "test_acc_mirror_unseen" not in out and out["test_acc"].item() == 1.0
+
+
+def test_streamed_batches_are_training_pairs_seeded_by_model_and_step():
+    task = make_task(TaskConfig(p=23, train_frac=0.5, split_seed=3), batch_size=40)
+    seeds = torch.tensor([5, 6])
+    tokens, labels = task.train_data(7, seeds, "cpu")
+    assert tokens.shape == (2, 40, 3) and labels.shape == (2, 40, 1)
+    train_rows = {tuple(r) for r in task.tokens[task.train_idx].tolist()}
+    assert all(tuple(r) in train_rows for r in tokens.flatten(0, 1).tolist())  # never a test pair
+    assert torch.equal(labels[..., 0], apply_op("add", tokens[..., 0], tokens[..., 1], 23))
+    again, _ = task.train_data(7, torch.tensor([6]), "cpu")
+    assert torch.equal(again[0], tokens[1])  # a model's batch does not depend on the others
+    assert not torch.equal(task.train_data(8, seeds, "cpu")[0], tokens)  # a new batch each step
+    assert not torch.equal(tokens[0], tokens[1])  # and each seed its own
+    # over many steps every training pair is drawn, about equally often
+    seen = torch.cat([task.train_data(s, seeds[:1], "cpu")[0][0] for s in range(200)])
+    counts = torch.bincount(seen[:, 0] * 23 + seen[:, 1], minlength=23 * 23)[task.train_idx].double()
+    assert bool((counts > 0).all()) and float(counts.std() / counts.mean()) < 0.3
+    full, _ = make_task(TaskConfig(p=23, train_frac=0.5, split_seed=3)).train_data(7, seeds, "cpu")
+    assert full.shape == (len(task.train_idx), 3)  # batch_size 0: the full batch, shared
+
+
+def test_streamed_batch_must_be_smaller_than_the_training_set():
+    with pytest.raises(ConfigError, match="not below the 264 training pairs"):
+        make_task(TaskConfig(p=23, train_frac=0.5), batch_size=264)
