@@ -81,6 +81,10 @@ class TrainConfig:
     grad_clip: float = 0.0
     batch_size: int = 0  # 0 = full batch
     loss: str = "cross_entropy"
+    # training targets (1 - e) on the label + e / vocab everywhere (0 = off; logged losses stay
+    # plain): the loss then has its minimum at finite logits, so once the training set is fit
+    # Adam is not pushed along the direction that only scales the logits up
+    label_smoothing: float = 0.0
     grad_filter: str = "none"
     grokfast_alpha: float = 0.98
     grokfast_lambda: float = 2.0
@@ -244,6 +248,8 @@ class RunConfig:
             raise ConfigError(f"operand_floor_batch must be >= 1, got {tr.operand_floor_batch}")
         if not (0 <= tr.beta1 < 1 and 0 <= tr.beta2 < 1):
             raise ConfigError(f"betas must be in [0, 1), got ({tr.beta1}, {tr.beta2})")
+        if not 0 <= tr.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {tr.label_smoothing}")
         if tr.loss not in LOSSES:
             raise ConfigError(f"unknown loss '{tr.loss}' (choose from {', '.join(LOSSES)})")
         if tr.grad_filter not in GRAD_FILTERS:
@@ -479,6 +485,7 @@ FIELD_HELP: dict[str, str] = {
     "grad_clip": "max gradient norm (0 = off)",
     "batch_size": "streamed batch size (0 = full batch)",
     "loss": "cross_entropy | stablemax",
+    "label_smoothing": "training target weight spread evenly over the vocabulary, in [0, 1) (0 = off)",
     "grad_filter": "Grokfast filter: none | ema | ma",
     "grokfast_alpha": "Grokfast EMA decay",
     "grokfast_lambda": "Grokfast amplification",

@@ -35,9 +35,12 @@ def stablemax_cross_entropy(
 
 
 def per_model_loss(name: str, logits: Float[Tensor, "K batch n_ans vocab"],
-                   labels: Int[Tensor, "*K batch n_ans"]) -> Float[Tensor, "K"]:
+                   labels: Int[Tensor, "*K batch n_ans"], label_smoothing: float = 0.0) -> Float[Tensor, "K"]:
     """Loss `name` ("cross_entropy" or "stablemax") of each of K models, each the mean over
-    its batch and answer positions, in float64 (labels shared by all models or per model)."""
+    its batch and answer positions, in float64 (labels shared by all models or per model).
+    With `label_smoothing` e > 0 the target is (1 - e) on the label plus e / vocab on every
+    class (torch's convention): its minimum sits at finite logits, so a model that has fit
+    its training set is not rewarded for scaling its logits up."""
     K, vocab = logits.shape[0], logits.shape[-1]
     rows = logits.reshape(K, -1, vocab)
     labels = labels.expand(K, *logits.shape[1:-1]).reshape(K, -1)
@@ -46,7 +49,10 @@ def per_model_loss(name: str, logits: Float[Tensor, "K batch n_ans vocab"],
         logp = s.log() - s.sum(dim=-1, keepdim=True).log()
     else:
         logp = rows.to(torch.float64).log_softmax(dim=-1)
-    return -logp.gather(-1, labels[..., None]).squeeze(-1).mean(-1)
+    nll = -logp.gather(-1, labels[..., None]).squeeze(-1)
+    if label_smoothing:
+        nll = (1 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
+    return nll.mean(-1)
 
 
 def position_roughness(W_pos: Float[Tensor, "K n_ctx d_model"], start: int, stop: int) -> Float[Tensor, "K"]:

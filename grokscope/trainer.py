@@ -204,7 +204,7 @@ def train_step(arch: batched.Architecture, weights: batched.Weights, optimizer: 
     `operand_keys` (a's and b's digit positions per place) is needed when
     `tcfg.operand_floor` > 0."""
     logits = batched.logits_at(arch, weights, tokens, first, tcfg.fast_path)
-    losses = per_model_loss(tcfg.loss, logits, labels)
+    losses = per_model_loss(tcfg.loss, logits, labels, tcfg.label_smoothing)
     objective = losses
     if tcfg.pos_smooth > 0:  # the answer positions' embeddings, kept near a line (`=` included)
         stop = first + labels.shape[-1]
