@@ -98,8 +98,8 @@ class Analysis:
 
     @property
     def transition(self) -> Transition:
-        """Whether the run grokked, generalised without grokking, ... (`classify_transition`)."""
-        return classify_transition(self.table["step"], self.table["train_acc"], self.table["test_acc"])
+        """Whether the run grokked, generalised without grokking, ... (`transition_of`)."""
+        return transition_of(self.run, self.table)
 
     @property
     def spectra(self) -> pd.DataFrame:
@@ -115,6 +115,23 @@ class Analysis:
     def key_freqs(self) -> list[int]:
         """The final checkpoint's key frequencies (modular tasks; empty otherwise)."""
         return list(self.measure_meta("key_frequencies").get("freqs", []))
+
+
+def transition_of(run, table: pd.DataFrame) -> Transition:
+    """`classify_transition` of a run from its metrics log (logged every `log_every` steps and
+    at every checkpoint) up to the last analysed step, so a brief return to 0.99 between two
+    checkpoints counts as it does in sweep tables; from the analysis table's checkpoint rows
+    where the log has no accuracies up to that step."""
+    last = table["step"].max() if len(table) else None
+    try:
+        m = run.metrics
+    except (OSError, ValueError):
+        m = pd.DataFrame()
+    if last is not None and not m.empty and {"step", "train_acc", "test_acc"} <= set(m.columns):
+        m = m[m["step"] <= last].drop_duplicates("step", keep="last").sort_values("step")
+        if len(m) and m["step"].iloc[-1] == last:
+            return classify_transition(m["step"], m["train_acc"], m["test_acc"])
+    return classify_transition(table["step"], table["train_acc"], table["test_acc"])
 
 
 def _skip(skipped: list[str], path: Path, error: CheckpointError) -> None:
@@ -290,7 +307,7 @@ def analyze(run, *, progress: bool = True, force: bool = False, measures: list[M
     if table.empty:
         raise ConfigError(f"no readable checkpoint in {run.path}")
     phases = detect_phases(table["step"], table["train_acc"], table["test_acc"], table["test_loss"])
-    transition = classify_transition(table["step"], table["train_acc"], table["test_acc"])
+    transition = transition_of(run, table)
     base_meta["transition"] = {**transition.__dict__, "description": transition.describe()}
     meta = save(table, tables, phases)
     tables.update(final_tables)

@@ -44,6 +44,35 @@ def test_table_has_a_row_per_checkpoint(small_run):
     assert a.spectra.groupby("step").size().iloc[0] == 23 // 2 + 1
 
 
+def test_transition_reads_the_metrics_log_between_checkpoints(tmp_path):
+    """The analysis classifies the run from its metrics log, logged more often than the
+    checkpoints: a planted return to test accuracy 1.0 between two checkpoints is seen (as a
+    sweep table sees it); without accuracies in the log it falls back to the checkpoints."""
+    import json
+
+    from grokscope.constants import ANALYSIS_META_FILENAME, METRICS_FILENAME
+    from grokscope.measures.phases import classify_transition
+
+    cfg = grokscope.preset("modular-d7").replace(p=23, d_model=16, n_heads=2, d_head=8, d_mlp=48, epochs=60,
+                                                 n_checkpoints=4, n_log_checkpoints=0, log_every=5)
+    run = grokscope.train(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (run.path / METRICS_FILENAME).read_text().splitlines()]
+    between = [r["step"] for r in rows if r["step"] not in run.steps and 0 < r["step"] < run.steps[-1]]
+    planted = between[len(between) // 2]
+    for r in rows:  # fits the training set at once, generalises at `planted` only
+        r["train_acc"] = 1.0
+        r["test_acc"] = 1.0 if r["step"] == planted else min(r["test_acc"], 0.5)
+    (run.path / METRICS_FILENAME).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = analyze(run, progress=False, force=True)
+    assert a.transition.kind == "generalised, then fell back" and a.transition.generalised_at == planted
+    meta = json.loads((run.path / ANALYSIS_DIRNAME / ANALYSIS_META_FILENAME).read_text())
+    assert meta["transition"]["kind"] == "generalised, then fell back"
+    # a log without accuracies: the checkpoints' own accuracies decide
+    (run.path / METRICS_FILENAME).write_text("".join(json.dumps({"step": r["step"]}) + "\n" for r in rows))
+    a = analyze(run, progress=False, force=True)
+    assert a.transition == classify_transition(a.table["step"], a.table["train_acc"], a.table["test_acc"])
+
+
 class CountingMeasure(Measure):
     """Records which steps it measured; its column is the squared norm of W_E."""
 

@@ -78,7 +78,7 @@ def test_progress_measures_give_numbers_on_a_grokked_run(mini_grok):
     html = grokscope.write_report(a).read_text()
     assert "16 (by logit share)" in html and "they explain the model" in html
     assert "Neuron activations over (a, b) at the final checkpoint" in html and "Clock circles" in html
-    assert "grokked: train accuracy &gt;= 0.99 at step 250, test at 2,125 (8.5x later)" in html
+    assert "grokked: train accuracy &gt;= 0.99 at step 240, test at 2,120 (8.8x later)" in html
     assert a.final["neuron_maps"].shape == (8, 59, 59)  # two neurons for each of the four frequencies
     # the Fourier spectra sparsify through the grok (Gini rises)
     assert t["gini_embed"].iloc[-1] > t["gini_embed"].iloc[0] + 0.2
